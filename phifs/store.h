@@ -1,0 +1,108 @@
+/* store.h: the small interface between phifs and whatever holds its ciphertext.
+ *
+ * A store is a tree of objects addressed by '/'-separated relative paths whose
+ * components are already-encrypted names (ASCII [A-Za-z0-9_.-], at most
+ * PHI_STORE_NAME_MAX bytes). A backend therefore never sees a plaintext name
+ * or plaintext data: it moves opaque bytes. The FUSE layer, the key manager and
+ * the tools reach the store only through this interface, so a new backend
+ * (the local directory today, Azure Blob next) plugs in below them unchanged.
+ *
+ * Every function returns 0 or -errno. Backends are thread-safe: the FUSE layer
+ * calls them from many threads at once.
+ */
+#ifndef PHI_STORE_H
+#define PHI_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#define PHI_STORE_NAME_MAX 255
+#define PHI_STORE_PATH_MAX 4096
+
+struct phi_store;     /* one opened store (backend instance) */
+struct phi_store_obj; /* one opened object (a file's ciphertext) */
+
+/* Metadata of one store entry. size is the ciphertext size in bytes. */
+struct phi_store_stat {
+	uint64_t ino; /* stable per entry while mounted; 0 if the backend has none */
+	uint32_t mode; /* S_IFMT bits + permissions */
+	uint32_t uid, gid;
+	uint32_t nlink;
+	uint64_t size;
+	struct timespec atime, mtime, ctime;
+};
+
+/* readdir callback: return 0 to continue, >0 to stop early, <0 to abort with that error. */
+typedef int (*phi_store_dirent_fn)(void *ctx, const char *name, uint32_t type /* DT_* */);
+
+struct phi_store_ops {
+	const char *scheme; /* "file", "az" */
+
+	void (*close)(struct phi_store *s);
+
+	int (*getattr)(struct phi_store *s, const char *path, struct phi_store_stat *ret);
+	int (*mkdir)(struct phi_store *s, const char *path, uint32_t mode);
+	int (*rmdir)(struct phi_store *s, const char *path);
+	int (*unlink)(struct phi_store *s, const char *path);
+	/* flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE */
+	int (*rename)(struct phi_store *s, const char *from, const char *to, unsigned flags);
+	int (*link)(struct phi_store *s, const char *from, const char *to);
+	/* target is opaque (encrypted, encoded) bytes */
+	int (*symlink)(struct phi_store *s, const char *target, const char *path);
+	int (*readlink)(struct phi_store *s, const char *path, char *buf, size_t size, size_t *ret_len);
+	int (*chmod)(struct phi_store *s, const char *path, uint32_t mode);
+	int (*chown)(struct phi_store *s, const char *path, uint32_t uid, uint32_t gid);
+	/* UTIME_NOW / UTIME_OMIT honoured as in utimensat(2) */
+	int (*utimens)(struct phi_store *s, const char *path, const struct timespec tv[2]);
+	int (*readdir)(struct phi_store *s, const char *path, phi_store_dirent_fn fn, void *ctx);
+	int (*statfs)(struct phi_store *s, struct statvfs *ret);
+
+	/* Objects. flags are O_* (O_CREAT, O_EXCL, O_TRUNC, O_RDONLY/O_RDWR). */
+	int (*open)(struct phi_store *s, const char *path, int flags, uint32_t mode,
+		    struct phi_store_obj **ret);
+	/* Short reads happen only at end of object; *ret_n tells how many bytes came. */
+	int (*pread)(struct phi_store_obj *o, void *buf, size_t len, uint64_t off, size_t *ret_n);
+	int (*pwrite)(struct phi_store_obj *o, const void *buf, size_t len, uint64_t off);
+	int (*truncate)(struct phi_store_obj *o, uint64_t size);
+	int (*size)(struct phi_store_obj *o, uint64_t *ret);
+	/* Returns only when the object's data is durable in the store. */
+	int (*fsync)(struct phi_store_obj *o, bool datasync);
+	/* Releases the object; returns the deferred write error, if any. */
+	int (*release)(struct phi_store_obj *o);
+
+	/* Small whole objects (headers, wrapped keys, grants): read up to max bytes,
+	 * and replace atomically and durably (temp + fsync + rename + dir fsync). */
+	int (*get)(struct phi_store *s, const char *path, void *buf, size_t max, size_t *ret_len);
+	int (*put)(struct phi_store *s, const char *path, const void *buf, size_t len);
+};
+
+struct phi_store {
+	const struct phi_store_ops *ops;
+};
+
+/* Open a store by URL: a plain path or file:///path selects the local directory
+ * backend; az://ACCOUNT/CONTAINER[/PREFIX] selects Azure Blob (options come from
+ * the opts string, comma-separated key=value, e.g. "endpoint=http://127.0.0.1:10000").
+ * Returns -EPROTONOSUPPORT for an unknown scheme. */
+int phi_store_open(const char *url, const char *opts, struct phi_store **ret);
+
+static inline void phi_store_close(struct phi_store *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+static inline void phi_store_closep(struct phi_store **s)
+{
+	phi_store_close(*s);
+	*s = NULL;
+}
+#define _cleanup_store_ __attribute__((cleanup(phi_store_closep)))
+
+/* The local directory backend (store_local.c). */
+int phi_store_local_open(const char *root, struct phi_store **ret);
+
+#endif
