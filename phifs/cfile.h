@@ -1,0 +1,63 @@
+/* cfile.h: the encrypted content format of one regular file (docs/format.md).
+ *
+ *   header (32 bytes): "PHFF" | u16 version=1 | u8 block_shift | u8 flags=0 |
+ *                      u32 key_version | file_id[16] | 4 reserved zero bytes
+ *   blocks: nonce(12) | AES-256-GCM(ciphertext) | tag(16), each holding B = 1<<block_shift
+ *           plaintext bytes, except the last, the "final" block, which holds 0..B-1 bytes
+ *           and is always present.
+ *   AAD of block i: file_id | u64be i | u8 final | u8 block_shift | u32be key_version
+ *   block key: phi_kdf(content key of key_version, "content", file_id)
+ * The plaintext size follows from the ciphertext size alone, and truncation at any
+ * point, block swaps, reorders and moves between files all fail authentication (-EIO).
+ * Holes are stored as encrypted zero blocks, so a zeroed block never reads as plaintext.
+ *
+ * A cfile borrows its store object; it is not thread-safe (the caller locks).
+ */
+#ifndef PHI_CFILE_H
+#define PHI_CFILE_H
+
+#include <stdint.h>
+
+#include "crypto.h"
+#include "store.h"
+
+#define PHI_CF_MAGIC "PHFF"
+#define PHI_CF_VERSION 1
+#define PHI_CF_HDR 32
+#define PHI_CF_SHIFT 12 /* 4 KiB blocks: see docs/format.md for the measurement */
+#define PHI_CF_FILE_ID 16
+
+struct phi_cfile;
+
+/* Looks up the content key of a version for phi_cfile_open; returns 0 or -ENOKEY/-EKEYREVOKED. */
+typedef int (*phi_cf_keyfn)(void *ctx, uint32_t version, const struct phi_key **ret);
+
+/* Start a fresh file in an (empty or to-be-truncated) object: truncates it, writes a new
+ * header with a random file id and the empty final block. */
+int phi_cfile_create(struct phi_store_obj *o, const struct phi_key *content_key,
+		     uint32_t key_version, struct phi_cfile **ret);
+/* Open existing content: parse the header (-EIO on a bad one) and derive the block key. */
+int phi_cfile_open(struct phi_store_obj *o, phi_cf_keyfn keyfn, void *ctx, struct phi_cfile **ret);
+void phi_cfile_free(struct phi_cfile *cf);
+
+uint64_t phi_cfile_size(const struct phi_cfile *cf);
+uint32_t phi_cfile_key_version(const struct phi_cfile *cf);
+const uint8_t *phi_cfile_id(const struct phi_cfile *cf); /* 16 bytes */
+
+/* Read up to len bytes at off; short only at EOF. -EIO if any needed block fails to
+ * authenticate (logged with file id and block number, never with data). */
+int phi_cfile_read(struct phi_cfile *cf, void *buf, size_t len, uint64_t off, size_t *ret_n);
+/* Write len bytes at off (beyond EOF: the gap becomes authenticated zeros).
+ * Only the touched blocks (and the old final block when extending) are re-encrypted. */
+int phi_cfile_write(struct phi_cfile *cf, const void *buf, size_t len, uint64_t off);
+int phi_cfile_truncate(struct phi_cfile *cf, uint64_t size);
+/* Re-read the ciphertext size from the store (another handle may have changed it). */
+int phi_cfile_refresh(struct phi_cfile *cf);
+
+/* Plaintext size for a ciphertext size; -EIO if no valid file has that size. */
+int phi_cfile_plain_size(uint64_t ct_size, unsigned block_shift, uint64_t *ret);
+/* Parse just a header (for check/fuzzing): fills version, shift, key version, file id. */
+int phi_cfile_parse_header(const uint8_t *p, size_t len, unsigned *ret_shift,
+			   uint32_t *ret_key_version, uint8_t ret_file_id[PHI_CF_FILE_ID]);
+
+#endif
