@@ -16,6 +16,7 @@
 #ifndef PHI_CFILE_H
 #define PHI_CFILE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "crypto.h"
@@ -34,10 +35,11 @@ typedef int (*phi_cf_keyfn)(void *ctx, uint32_t version, const struct phi_key **
 
 /* Start a fresh file in an (empty or to-be-truncated) object: truncates it, writes a new
  * header with a random file id and the empty final block. */
-int phi_cfile_create(struct phi_store_obj *o, const struct phi_key *content_key,
+int phi_cfile_create(struct phi_store *s, struct phi_store_obj *o, const struct phi_key *content_key,
 		     uint32_t key_version, struct phi_cfile **ret);
 /* Open existing content: parse the header (-EIO on a bad one) and derive the block key. */
-int phi_cfile_open(struct phi_store_obj *o, phi_cf_keyfn keyfn, void *ctx, struct phi_cfile **ret);
+int phi_cfile_open(struct phi_store *s, struct phi_store_obj *o, phi_cf_keyfn keyfn, void *ctx,
+		   struct phi_cfile **ret);
 void phi_cfile_free(struct phi_cfile *cf);
 
 uint64_t phi_cfile_size(const struct phi_cfile *cf);
@@ -51,8 +53,11 @@ int phi_cfile_read(struct phi_cfile *cf, void *buf, size_t len, uint64_t off, si
  * Only the touched blocks (and the old final block when extending) are re-encrypted. */
 int phi_cfile_write(struct phi_cfile *cf, const void *buf, size_t len, uint64_t off);
 int phi_cfile_truncate(struct phi_cfile *cf, uint64_t size);
-/* Re-read the ciphertext size from the store (another handle may have changed it). */
-int phi_cfile_refresh(struct phi_cfile *cf);
+/* Whether the ciphertext size is impossible (torn or truncated final block): reads and
+ * writes then fail with -EIO; truncate to 0 recovers the file. */
+bool phi_cfile_damaged(const struct phi_cfile *cf);
+/* Verify every block (phifs-key check): 0, or -EIO with *ret_block the first bad block. */
+int phi_cfile_verify(struct phi_cfile *cf, uint64_t *ret_block);
 
 /* Plaintext size for a ciphertext size; -EIO if no valid file has that size. */
 int phi_cfile_plain_size(uint64_t ct_size, unsigned block_shift, uint64_t *ret);
