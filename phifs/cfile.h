@@ -25,7 +25,9 @@
 #define PHI_CF_MAGIC "PHFF"
 #define PHI_CF_VERSION 1
 #define PHI_CF_HDR 32
-#define PHI_CF_SHIFT 12 /* 4 KiB blocks: see docs/format.md for the measurement */
+#ifndef PHI_CF_SHIFT
+#define PHI_CF_SHIFT 12 /* 4 KiB blocks; docs/format.md has the measurement (bench-blocksize) */
+#endif
 #define PHI_CF_FILE_ID 16
 
 struct phi_cfile;

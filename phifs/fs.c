@@ -1,0 +1,1528 @@
+/* fs.c: phifs's low-level FUSE operations.
+ *
+ * Nodes. A FUSE node id is the address of a struct node. Nodes are shared by backing
+ * inode number (so hard links are one node) and remember the store names they are known
+ * by (aliases: parent node + encrypted entry name), from which a store path is rebuilt on
+ * demand. Renames update aliases, so open files and cached dentries stay valid.
+ *
+ * Locking. fs->lock guards the node table, aliases, refcounts and the patient cache; it is
+ * never held across store I/O except for path building. node->io serialises the content
+ * of one file (the cfile and its store object), shared by every handle of that inode.
+ */
+#include "fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "cfile.h"
+#include "names.h"
+#include "util.h"
+
+#define NBUCKETS (1u << 16)
+#define TIMEOUT 1.0
+#define KEY_RECHECK_S 1 /* key file changes (rotate, shred) are seen within a second */
+
+enum kind { K_ROOT, K_PATIENT, K_DIR, K_REG, K_LNK };
+
+struct patient {
+	struct patient *next;
+	char tag[PHI_TAG_LEN + 1];
+	struct phi_pkeys *pk;   /* current keys */
+	struct phi_pkeys **old; /* replaced key sets, kept until unmount (still referenced) */
+	size_t nold;
+	struct timespec kmtime;
+	time_t checked;
+	struct node *node;
+};
+
+struct alias {
+	struct node *parent;
+	char name[PHI_STORE_NAME_MAX + 1];
+};
+
+struct node {
+	struct node *hnext;
+	bool hashed;
+	uint64_t bino;
+	uint64_t refs, nlookup;
+	enum kind kind;
+	struct patient *pat;
+	struct alias *al;
+	size_t nal;
+	bool dirid_ok;
+	uint8_t dirid[PHI_DIRID_LEN];
+	pthread_mutex_t io;
+	struct phi_store_obj *obj;
+	struct phi_cfile *cf;
+	unsigned opens;
+	struct phi_store_stat last;
+};
+
+struct handle {
+	struct node *n;
+	int flags;
+};
+
+struct phifs {
+	struct phi_store *s;
+	struct phi_keyring *kr;
+	struct phifs_opts opts;
+	pthread_mutex_t lock;
+	struct node root;
+	struct node *table[NBUCKETS];
+	struct patient *patients;
+};
+
+/* ---- small helpers ---- */
+
+static struct phifs *FS(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct node *N(struct phifs *fs, fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? &fs->root : (struct node *)(uintptr_t)ino;
+}
+
+static fuse_ino_t INO(struct phifs *fs, struct node *n)
+{
+	return n == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+static void reply_err(fuse_req_t req, int r)
+{
+	fuse_reply_err(req, r < 0 ? -r : EIO);
+}
+
+static time_t mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+static size_t bucket(uint64_t bino)
+{
+	return (size_t)((bino * UINT64_C(0x9E3779B97F4A7C15)) >> 48) & (NBUCKETS - 1);
+}
+
+static void unhash(struct phifs *fs, struct node *n)
+{
+	if (!n->hashed)
+		return;
+	struct node **pp = &fs->table[bucket(n->bino)];
+	while (*pp && *pp != n)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = n->hnext;
+	n->hashed = false;
+}
+
+/* drop refs; frees the node (and its parent refs) at zero. Caller holds fs->lock. */
+static void node_unref(struct phifs *fs, struct node *n, uint64_t count)
+{
+	while (n && n != &fs->root && n->kind != K_PATIENT) {
+		n->refs -= count;
+		if (n->refs > 0)
+			return;
+		unhash(fs, n);
+		struct node *parent = NULL;
+		for (size_t i = 0; i < n->nal; i++) {
+			/* each alias holds one ref on its parent; release all but the first iteratively */
+			if (i == 0)
+				parent = n->al[i].parent;
+			else
+				node_unref(fs, n->al[i].parent, 1);
+		}
+		free(n->al);
+		pthread_mutex_destroy(&n->io);
+		free(n);
+		n = parent;
+		count = 1;
+	}
+}
+
+static void alias_add(struct node *n, struct node *parent, const char *name)
+{
+	for (size_t i = 0; i < n->nal; i++)
+		if (n->al[i].parent == parent && !strcmp(n->al[i].name, name))
+			return;
+	struct alias *a = realloc(n->al, (n->nal + 1) * sizeof(*a));
+	if (!a)
+		return; /* the node just stays reachable by its older names */
+	n->al = a;
+	a[n->nal].parent = parent;
+	snprintf(a[n->nal].name, sizeof(a[n->nal].name), "%s", name);
+	n->nal++;
+	parent->refs++;
+}
+
+/* remove an alias; caller holds lock. Returns true if it was present. */
+static bool alias_del(struct phifs *fs, struct node *n, struct node *parent, const char *name)
+{
+	for (size_t i = 0; i < n->nal; i++) {
+		if (n->al[i].parent == parent && !strcmp(n->al[i].name, name)) {
+			n->al[i] = n->al[n->nal - 1];
+			n->nal--;
+			if (n->nal == 0)
+				unhash(fs, n); /* its inode number may be reused by the store */
+			node_unref(fs, parent, 1);
+			return true;
+		}
+	}
+	return false;
+}
+
+static struct node *node_find(struct phifs *fs, uint64_t bino)
+{
+	for (struct node *n = fs->table[bucket(bino)]; n; n = n->hnext)
+		if (n->bino == bino)
+			return n;
+	return NULL;
+}
+
+static enum kind kind_of(uint32_t mode)
+{
+	return S_ISDIR(mode) ? K_DIR : S_ISLNK(mode) ? K_LNK : K_REG;
+}
+
+/* find or create the node of a store entry and count one kernel lookup. Caller holds lock. */
+static struct node *node_get(struct phifs *fs, const struct phi_store_stat *ss,
+			     struct patient *pat, struct node *parent, const char *name)
+{
+	struct node *n = node_find(fs, ss->ino);
+	if (n && n->kind != kind_of(ss->mode)) {
+		unhash(fs, n); /* stale: the inode number was reused */
+		n = NULL;
+	}
+	if (!n) {
+		n = calloc(1, sizeof(*n));
+		if (!n)
+			return NULL;
+		n->bino = ss->ino;
+		n->kind = kind_of(ss->mode);
+		n->pat = pat;
+		pthread_mutex_init(&n->io, NULL);
+		n->hnext = fs->table[bucket(ss->ino)];
+		fs->table[bucket(ss->ino)] = n;
+		n->hashed = true;
+	}
+	n->nlookup++;
+	n->refs++;
+	n->last = *ss;
+	if (parent)
+		alias_add(n, parent, name);
+	return n;
+}
+
+/* Store path of a node. Caller holds fs->lock. */
+static int node_path_locked(struct phifs *fs, struct node *n, char *buf, size_t size)
+{
+	struct alias *chain[512];
+	size_t depth = 0;
+	while (n->kind != K_PATIENT) {
+		if (n == &fs->root) {
+			buf[0] = 0;
+			return size ? 0 : -ENAMETOOLONG;
+		}
+		if (n->nal == 0)
+			return -ENOENT; /* unlinked */
+		if (depth == ARRAY_SIZE(chain))
+			return -ENAMETOOLONG;
+		chain[depth++] = &n->al[0];
+		n = n->al[0].parent;
+	}
+	size_t o = (size_t)snprintf(buf, size, "data/%s", n->pat->tag);
+	while (depth > 0 && o < size) {
+		struct alias *a = chain[--depth];
+		o += (size_t)snprintf(buf + o, size - o, "/%s", a->name);
+	}
+	return o < size ? 0 : -ENAMETOOLONG;
+}
+
+static int node_path(struct phifs *fs, struct node *n, char *buf, size_t size)
+{
+	pthread_mutex_lock(&fs->lock);
+	int r = node_path_locked(fs, n, buf, size);
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+static int join(char *out, size_t size, const char *dir, const char *name)
+{
+	return (size_t)snprintf(out, size, "%s/%s", dir, name) < size ? 0 : -ENAMETOOLONG;
+}
+
+/* ---- patients and keys ---- */
+
+static int patient_reload(struct phifs *fs, struct patient *p)
+{
+	struct phi_pkeys *pk;
+	int r = phi_patient_load_tag(fs->kr, p->tag, &pk);
+	if (r < 0)
+		return r;
+	if (p->pk) {
+		struct phi_pkeys **o = realloc(p->old, (p->nold + 1) * sizeof(*o));
+		if (!o) {
+			phi_pkeys_free(pk);
+			return -ENOMEM;
+		}
+		p->old = o;
+		p->old[p->nold++] = p->pk;
+	}
+	p->pk = pk;
+	p->kmtime = pk->mtime;
+	return 0;
+}
+
+/* The keys of a patient, rechecking the key file at most once a second. Caller holds lock. */
+static int patient_keys(struct phifs *fs, struct patient *p, const struct phi_pkeys **ret)
+{
+	time_t now = mono_s();
+	if (now - p->checked >= KEY_RECHECK_S) {
+		char path[64];
+		struct phi_store_stat ss;
+		snprintf(path, sizeof(path), "keys/%s", p->tag);
+		int r = fs->s->ops->getattr(fs->s, path, &ss);
+		if (r < 0)
+			return r == -ENOENT ? -EKEYREVOKED : r;
+		if (ss.mtime.tv_sec != p->kmtime.tv_sec || ss.mtime.tv_nsec != p->kmtime.tv_nsec) {
+			r = patient_reload(fs, p);
+			if (r < 0)
+				return r;
+		}
+		p->checked = now;
+	}
+	if (p->pk->shredded)
+		return -EKEYREVOKED;
+	*ret = p->pk;
+	return 0;
+}
+
+static int patient_get(struct phifs *fs, const char *id, struct patient **ret)
+{
+	char tag[PHI_TAG_LEN + 1];
+	int r = phi_patient_valid(id);
+	if (r < 0)
+		return -ENOENT;
+	r = phi_patient_tag(fs->kr, id, tag);
+	if (r < 0)
+		return r;
+	for (struct patient *p = fs->patients; p; p = p->next)
+		if (!strcmp(p->tag, tag)) {
+			*ret = p;
+			return 0;
+		}
+	struct patient *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	memcpy(p->tag, tag, sizeof(tag));
+	r = patient_reload(fs, p);
+	if (r < 0) {
+		free(p);
+		return r;
+	}
+	p->checked = mono_s();
+	p->next = fs->patients;
+	fs->patients = p;
+	*ret = p;
+	return 0;
+}
+
+static int keys_of(struct phifs *fs, struct node *n, const struct phi_pkeys **ret)
+{
+	if (!n->pat)
+		return -EPERM;
+	pthread_mutex_lock(&fs->lock);
+	int r = patient_keys(fs, n->pat, ret);
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+static int dirid_of(struct phifs *fs, struct node *d, uint8_t id[PHI_DIRID_LEN])
+{
+	char path[PHI_STORE_PATH_MAX];
+	pthread_mutex_lock(&fs->lock);
+	if (d->dirid_ok) {
+		memcpy(id, d->dirid, PHI_DIRID_LEN);
+		pthread_mutex_unlock(&fs->lock);
+		return 0;
+	}
+	int r = node_path_locked(fs, d, path, sizeof(path));
+	pthread_mutex_unlock(&fs->lock);
+	if (r < 0)
+		return r;
+	r = phi_dir_id(fs->s, path, id);
+	if (r == -EBADMSG) {
+		fprintf(stderr, "phifs: integrity failure: directory id missing or corrupt\n");
+		return -EIO;
+	}
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&fs->lock);
+	memcpy(d->dirid, id, PHI_DIRID_LEN);
+	d->dirid_ok = true;
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+/* Resolve (dir node, plaintext name) to its encrypted entry and full store path. */
+struct target {
+	struct phi_ename e;
+	char dir[PHI_STORE_PATH_MAX];
+	char path[PHI_STORE_PATH_MAX];
+	char side[PHI_STORE_PATH_MAX]; /* sidecar path when e.is_long */
+	const struct phi_pkeys *pk;
+};
+
+static int resolve(struct phifs *fs, struct node *d, const char *name, struct target *t)
+{
+	uint8_t id[PHI_DIRID_LEN];
+	if (d == &fs->root)
+		return -EPERM; /* the root holds patient directories only */
+	if (d->kind != K_DIR && d->kind != K_PATIENT)
+		return -ENOTDIR;
+	int r = keys_of(fs, d, &t->pk);
+	if (r < 0)
+		return r;
+	r = dirid_of(fs, d, id);
+	if (r < 0)
+		return r;
+	r = phi_name_encrypt(t->pk->name_key, id, name, &t->e);
+	if (r < 0)
+		return r;
+	r = node_path(fs, d, t->dir, sizeof(t->dir));
+	if (r < 0)
+		return r;
+	r = join(t->path, sizeof(t->path), t->dir, t->e.store);
+	if (r < 0)
+		return r;
+	if (t->e.is_long) {
+		char sc[PHI_STORE_NAME_MAX + 1];
+		phi_name_sidecar(t->e.store, sc);
+		r = join(t->side, sizeof(t->side), t->dir, sc);
+	}
+	return r;
+}
+
+static int put_sidecar(struct phifs *fs, const struct target *t)
+{
+	if (!t->e.is_long)
+		return 0;
+	return fs->s->ops->put(fs->s, t->side, t->e.full, strlen(t->e.full));
+}
+
+/* ---- attributes ---- */
+
+static void to_stat(const struct phi_store_stat *ss, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ss->ino;
+	st->st_mode = ss->mode;
+	st->st_nlink = ss->nlink;
+	st->st_uid = ss->uid;
+	st->st_gid = ss->gid;
+	st->st_atim = ss->atime;
+	st->st_mtim = ss->mtime;
+	st->st_ctim = ss->ctime;
+	st->st_blksize = 1 << PHI_CF_SHIFT;
+	uint64_t size = ss->size;
+	if (S_ISREG(ss->mode)) {
+		if (phi_cfile_plain_size(ss->size, PHI_CF_SHIFT, &size) < 0)
+			size = 0; /* damaged; reads will say EIO */
+	} else if (S_ISLNK(ss->mode)) {
+		uint64_t L = ss->size, bytes = L / 4 * 3 + (L % 4 ? L % 4 - 1 : 0);
+		size = bytes > PHI_SIV_TAG ? bytes - PHI_SIV_TAG : 0;
+	}
+	st->st_size = (off_t)size;
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+}
+
+static void root_stat(struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = FUSE_ROOT_ID;
+	st->st_mode = S_IFDIR | 0755;
+	st->st_nlink = 2;
+}
+
+static int node_stat(struct phifs *fs, struct node *n, struct stat *st)
+{
+	char path[PHI_STORE_PATH_MAX];
+	struct phi_store_stat ss;
+	if (n == &fs->root) {
+		root_stat(st);
+		return 0;
+	}
+	int r = node_path(fs, n, path, sizeof(path));
+	if (r == -ENOENT) {
+		/* unlinked but open: last known attributes with the live size */
+		pthread_mutex_lock(&n->io);
+		pthread_mutex_lock(&fs->lock);
+		ss = n->last;
+		ss.nlink = 0;
+		pthread_mutex_unlock(&fs->lock);
+		to_stat(&ss, st);
+		if (n->cf)
+			st->st_size = (off_t)phi_cfile_size(n->cf);
+		pthread_mutex_unlock(&n->io);
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	r = fs->s->ops->getattr(fs->s, path, &ss);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&fs->lock);
+	n->last = ss;
+	pthread_mutex_unlock(&fs->lock);
+	to_stat(&ss, st);
+	return 0;
+}
+
+static void fill_entry(struct phifs *fs, struct node *n, const struct phi_store_stat *ss,
+		       struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = INO(fs, n);
+	e->attr_timeout = TIMEOUT;
+	e->entry_timeout = TIMEOUT;
+	to_stat(ss, &e->attr);
+}
+
+/* stat a freshly made/looked-up store path and hand its node to the kernel */
+static int entry_for(struct phifs *fs, struct node *parent, const struct target *t,
+		     struct fuse_entry_param *e, struct node **ret)
+{
+	struct phi_store_stat ss;
+	int r = fs->s->ops->getattr(fs->s, t->path, &ss);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&fs->lock);
+	struct node *n = node_get(fs, &ss, parent->pat, parent, t->e.store);
+	pthread_mutex_unlock(&fs->lock);
+	if (!n)
+		return -ENOMEM;
+	fill_entry(fs, n, &ss, e);
+	if (ret)
+		*ret = n;
+	return 0;
+}
+
+/* ---- lookup / forget ---- */
+
+static int lookup_patient(struct phifs *fs, const char *name, struct fuse_entry_param *e)
+{
+	struct patient *p;
+	const struct phi_pkeys *pk;
+	char path[64];
+	struct phi_store_stat ss;
+	pthread_mutex_lock(&fs->lock);
+	int r = patient_get(fs, name, &p);
+	if (r >= 0)
+		r = patient_keys(fs, p, &pk);
+	pthread_mutex_unlock(&fs->lock);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "data/%s", p->tag);
+	r = fs->s->ops->getattr(fs->s, path, &ss);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&fs->lock);
+	if (!p->node) {
+		struct node *n = calloc(1, sizeof(*n));
+		if (!n) {
+			pthread_mutex_unlock(&fs->lock);
+			return -ENOMEM;
+		}
+		n->kind = K_PATIENT;
+		n->pat = p;
+		n->bino = ss.ino;
+		pthread_mutex_init(&n->io, NULL);
+		p->node = n;
+	}
+	p->node->nlookup++;
+	p->node->last = ss;
+	pthread_mutex_unlock(&fs->lock);
+	fill_entry(fs, p->node, &ss, e);
+	return 0;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct phifs *fs = FS(req);
+	struct node *d = N(fs, parent);
+	struct fuse_entry_param e;
+	struct target t;
+	int r;
+	if (d == &fs->root) {
+		r = lookup_patient(fs, name, &e);
+	} else {
+		r = resolve(fs, d, name, &t);
+		if (r >= 0)
+			r = entry_for(fs, d, &t, &e, NULL);
+	}
+	if (r == -ENOENT) {
+		/* negative entry: nothing else writes this store while we are mounted */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = TIMEOUT;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void forget_one(struct phifs *fs, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct node *n = N(fs, ino);
+	if (n == &fs->root)
+		return;
+	if (n->kind == K_PATIENT) {
+		n->nlookup -= nlookup < n->nlookup ? nlookup : n->nlookup;
+		return;
+	}
+	n->nlookup -= nlookup;
+	node_unref(fs, n, nlookup);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct phifs *fs = FS(req);
+	pthread_mutex_lock(&fs->lock);
+	forget_one(fs, ino, nlookup);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
+{
+	struct phifs *fs = FS(req);
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < count; i++)
+		forget_one(fs, f[i].ino, f[i].nlookup);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_none(req);
+}
+
+/* ---- attributes ---- */
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct phifs *fs = FS(req);
+	struct stat st;
+	int r = node_stat(fs, N(fs, ino), &st);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_attr(req, &st, TIMEOUT);
+}
+
+static int content_key(void *ctx, uint32_t version, const struct phi_key **ret)
+{
+	return phi_pkeys_content(ctx, version, ret);
+}
+
+/* Attach the node's store object and cfile (caller holds n->io). */
+static int attach(struct phifs *fs, struct node *n, const char *path, bool trunc)
+{
+	const struct phi_pkeys *pk;
+	int r = keys_of(fs, n, &pk);
+	if (r < 0)
+		return r;
+	if (!n->obj) {
+		r = fs->s->ops->open(fs->s, path, fs->opts.ro ? O_RDONLY : O_RDWR, 0, &n->obj);
+		if (r < 0)
+			return r;
+	}
+	if (n->cf && !trunc)
+		return 0;
+	struct phi_cfile *cf = NULL;
+	if (trunc) {
+		/* a truncated file starts over: new file id, current key version */
+		const struct phi_key *ck;
+		r = phi_pkeys_content(pk, pk->current, &ck);
+		if (r >= 0)
+			r = phi_cfile_create(fs->s, n->obj, ck, pk->current, &cf);
+	} else {
+		r = phi_cfile_open(fs->s, n->obj, content_key, (void *)pk, &cf);
+	}
+	if (r < 0) {
+		if (!n->cf && !n->opens) {
+			(void)fs->s->ops->release(n->obj);
+			n->obj = NULL;
+		}
+		return r;
+	}
+	phi_cfile_free(n->cf);
+	n->cf = cf;
+	return 0;
+}
+
+static void detach(struct phifs *fs, struct node *n)
+{
+	phi_cfile_free(n->cf);
+	n->cf = NULL;
+	if (n->obj)
+		(void)fs->s->ops->release(n->obj);
+	n->obj = NULL;
+}
+
+static int do_truncate(struct phifs *fs, struct node *n, uint64_t size)
+{
+	char path[PHI_STORE_PATH_MAX];
+	if (n->kind != K_REG)
+		return -EINVAL;
+	if (fs->opts.ro)
+		return -EROFS;
+	int r = node_path(fs, n, path, sizeof(path));
+	if (r < 0 && !n->cf)
+		return r;
+	pthread_mutex_lock(&n->io);
+	r = attach(fs, n, path, size == 0);
+	if (r >= 0 && size != 0)
+		r = phi_cfile_truncate(n->cf, size);
+	if (!n->opens)
+		detach(fs, n);
+	pthread_mutex_unlock(&n->io);
+	return r;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct phifs *fs = FS(req);
+	struct node *n = N(fs, ino);
+	char path[PHI_STORE_PATH_MAX];
+	struct stat st;
+	int r = 0;
+	if (n == &fs->root || n->kind == K_PATIENT) {
+		/* patient directories belong to phifs-key (and the access policy) */
+		reply_err(req, -EPERM);
+		return;
+	}
+	if (fs->opts.ro) {
+		reply_err(req, -EROFS);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		r = do_truncate(fs, n, (uint64_t)attr->st_size);
+	if (r >= 0 && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+				 FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
+		r = node_path(fs, n, path, sizeof(path));
+	if (r >= 0 && (to_set & FUSE_SET_ATTR_MODE))
+		r = fs->s->ops->chmod(fs->s, path, attr->st_mode & 07777);
+	if (r >= 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		r = fs->s->ops->chown(fs->s, path,
+				      to_set & FUSE_SET_ATTR_UID ? attr->st_uid : (uint32_t)-1,
+				      to_set & FUSE_SET_ATTR_GID ? attr->st_gid : (uint32_t)-1);
+	if (r >= 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+		struct timespec tv[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			tv[0].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_ATIME)
+			tv[0] = attr->st_atim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			tv[1].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_MTIME)
+			tv[1] = attr->st_mtim;
+		r = fs->s->ops->utimens(fs->s, path, tv);
+	}
+	if (r >= 0)
+		r = node_stat(fs, n, &st);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_attr(req, &st, TIMEOUT);
+}
+
+/* ---- symlinks ---- */
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct phifs *fs = FS(req);
+	struct node *n = N(fs, ino);
+	char path[PHI_STORE_PATH_MAX], enc[PHI_STORE_PATH_MAX], out[PHI_STORE_PATH_MAX];
+	const struct phi_pkeys *pk;
+	size_t len;
+	int r = keys_of(fs, n, &pk);
+	if (r >= 0)
+		r = node_path(fs, n, path, sizeof(path));
+	if (r >= 0)
+		r = fs->s->ops->readlink(fs->s, path, enc, sizeof(enc) - 1, &len);
+	if (r >= 0) {
+		enc[len] = 0;
+		r = phi_link_decrypt(pk->name_key, enc, out, sizeof(out));
+		if (r == -EBADMSG) {
+			fprintf(stderr, "phifs: integrity failure: symlink target does not authenticate\n");
+			r = -EIO;
+		}
+	}
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_readlink(req, out);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct phifs *fs = FS(req);
+	struct node *d = N(fs, parent);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fuse_entry_param e;
+	struct target t;
+	char enc[PHI_STORE_PATH_MAX];
+	int r = fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
+	if (r >= 0)
+		r = phi_link_encrypt(t.pk->name_key, link, enc, sizeof(enc));
+	if (r >= 0)
+		r = put_sidecar(fs, &t);
+	if (r >= 0)
+		r = fs->s->ops->symlink(fs->s, enc, t.path);
+	if (r >= 0) {
+		(void)fs->s->ops->chown(fs->s, t.path, ctx->uid, ctx->gid);
+		r = entry_for(fs, d, &t, &e, NULL);
+	}
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+/* ---- directories ---- */
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct phifs *fs = FS(req);
+	struct node *d = N(fs, parent);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fuse_entry_param e;
+	struct target t;
+	int r;
+	if (d == &fs->root) {
+		/* patients are created with phifs-key add; an existing one is just there */
+		r = lookup_patient(fs, name, &e);
+		if (r >= 0) {
+			pthread_mutex_lock(&fs->lock);
+			forget_one(fs, e.ino, 1);
+			pthread_mutex_unlock(&fs->lock);
+		}
+		reply_err(req, r >= 0 ? -EEXIST : -EPERM);
+		return;
+	}
+	r = fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
+	if (r >= 0)
+		r = put_sidecar(fs, &t);
+	if (r >= 0)
+		r = phi_dir_create(fs->s, t.path, (mode & 07777 & ~ctx->umask) | S_IFDIR);
+	if (r >= 0) {
+		(void)fs->s->ops->chown(fs->s, t.path, ctx->uid, ctx->gid);
+		r = entry_for(fs, d, &t, &e, NULL);
+	}
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+/* forget the alias of the entry at path (unlink, rmdir, rename over). */
+static void drop_alias(struct phifs *fs, struct node *d, const char *sname, uint64_t bino)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct node *n = node_find(fs, bino);
+	if (n)
+		alias_del(fs, n, d, sname);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct phifs *fs = FS(req);
+	struct node *d = N(fs, parent);
+	struct target t;
+	struct phi_store_stat ss;
+	int r = fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
+	if (r >= 0)
+		r = fs->s->ops->getattr(fs->s, t.path, &ss);
+	if (r >= 0 && S_ISDIR(ss.mode))
+		r = -EISDIR;
+	if (r >= 0)
+		r = fs->s->ops->unlink(fs->s, t.path);
+	if (r >= 0) {
+		if (t.e.is_long)
+			(void)fs->s->ops->unlink(fs->s, t.side);
+		drop_alias(fs, d, t.e.store, ss.ino);
+	}
+	reply_err(req, r >= 0 ? 0 : r);
+}
+
+struct rmdir_scan {
+	struct phi_store *s;
+	const char *path;
+	bool has_entries;
+};
+
+static int rmdir_scan_fn(void *ctx, const char *name, uint32_t type)
+{
+	(void)type;
+	struct rmdir_scan *sc = ctx;
+	if (phi_name_is_entry(name)) {
+		sc->has_entries = true;
+		return 1;
+	}
+	return 0;
+}
+
+static int rmdir_clean_fn(void *ctx, const char *name, uint32_t type)
+{
+	struct rmdir_scan *sc = ctx;
+	char p[PHI_STORE_PATH_MAX];
+	/* leftovers: orphaned long-name sidecars and temp files of interrupted operations */
+	if (type != DT_DIR && strcmp(name, PHI_DIRID_FILE) && join(p, sizeof(p), sc->path, name) >= 0)
+		(void)sc->s->ops->unlink(sc->s, p);
+	return 0;
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct phifs *fs = FS(req);
+	struct node *d = N(fs, parent);
+	struct target t;
+	struct phi_store_stat ss;
+	char idp[PHI_STORE_PATH_MAX];
+	uint8_t idbuf[64];
+	size_t idlen = 0;
+	int r = d == &fs->root ? -EPERM : fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
+	if (r >= 0)
+		r = fs->s->ops->getattr(fs->s, t.path, &ss);
+	if (r >= 0 && !S_ISDIR(ss.mode))
+		r = -ENOTDIR;
+	struct rmdir_scan sc = { .s = fs->s, .path = t.path };
+	if (r >= 0)
+		r = fs->s->ops->readdir(fs->s, t.path, rmdir_scan_fn, &sc);
+	if (r >= 0 && sc.has_entries)
+		r = -ENOTEMPTY;
+	if (r >= 0)
+		r = join(idp, sizeof(idp), t.path, PHI_DIRID_FILE);
+	if (r >= 0)
+		r = fs->s->ops->get(fs->s, idp, idbuf, sizeof(idbuf), &idlen);
+	if (r >= 0)
+		r = fs->s->ops->readdir(fs->s, t.path, rmdir_clean_fn, &sc);
+	if (r >= 0)
+		r = fs->s->ops->unlink(fs->s, idp);
+	if (r >= 0) {
+		r = fs->s->ops->rmdir(fs->s, t.path);
+		if (r < 0) /* something appeared meanwhile: the directory keeps its id */
+			(void)fs->s->ops->put(fs->s, idp, idbuf, idlen);
+	}
+	if (r >= 0) {
+		if (t.e.is_long)
+			(void)fs->s->ops->unlink(fs->s, t.side);
+		drop_alias(fs, d, t.e.store, ss.ino);
+	}
+	reply_err(req, r >= 0 ? 0 : r);
+}
+
+struct dirent_buf {
+	struct phi_buf b; /* records: u32 type | name NUL */
+	size_t count;
+};
+
+struct listing {
+	struct phifs *fs;
+	struct dirent_buf *out;
+	const struct phi_pkeys *pk;
+	const uint8_t *dirid;
+	const char *path;
+};
+
+static int add_dirent(struct dirent_buf *db, const char *name, uint32_t type)
+{
+	uint8_t t[4];
+	memcpy(t, &type, 4);
+	int r = phi_buf_append(&db->b, t, 4);
+	if (r >= 0)
+		r = phi_buf_append(&db->b, name, strlen(name) + 1);
+	if (r >= 0)
+		db->count++;
+	return r;
+}
+
+static int list_fn(void *ctx, const char *name, uint32_t type)
+{
+	struct listing *l = ctx;
+	char full[PHI_NAME_ENC_MAX], plain[PHI_NAME_PLAIN_MAX + 1];
+	if (!phi_name_is_entry(name))
+		return 0;
+	const char *enc = name;
+	size_t nl = strlen(name);
+	if (nl > 2 && name[nl - 2] == '.' && name[nl - 1] == 'l') {
+		char sc[PHI_STORE_NAME_MAX + 1], p[PHI_STORE_PATH_MAX];
+		size_t len;
+		phi_name_sidecar(name, sc);
+		if (join(p, sizeof(p), l->path, sc) < 0 ||
+		    l->fs->s->ops->get(l->fs->s, p, full, sizeof(full) - 1, &len) < 0) {
+			fprintf(stderr, "phifs: integrity failure: long-name sidecar missing\n");
+			return 0;
+		}
+		full[len] = 0;
+		enc = full;
+	}
+	if (phi_name_decrypt(l->pk->name_key, l->dirid, enc, plain) < 0) {
+		/* not ours, or tampered: hidden and logged without the name */
+		fprintf(stderr, "phifs: integrity failure: an entry name does not authenticate\n");
+		return 0;
+	}
+	return add_dirent(l->out, plain, type);
+}
+
+static int root_list_fn(void *ctx, const struct phi_pkeys *pk)
+{
+	if (pk->shredded)
+		return 0;
+	return add_dirent(ctx, pk->id, DT_DIR);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct phifs *fs = FS(req);
+	struct node *n = N(fs, ino);
+	struct dirent_buf *db = calloc(1, sizeof(*db));
+	uint8_t id[PHI_DIRID_LEN];
+	char path[PHI_STORE_PATH_MAX];
+	int r = db ? 0 : -ENOMEM;
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	phi_buf_init(&db->b, 64u << 20);
+	if (r >= 0)
+		r = add_dirent(db, ".", DT_DIR);
+	if (r >= 0)
+		r = add_dirent(db, "..", DT_DIR);
+	if (r >= 0 && n == &fs->root) {
+		r = phi_patient_foreach(fs->kr, root_list_fn, db);
+	} else if (r >= 0) {
+		struct listing l = { .fs = fs, .out = db, .dirid = id, .path = path };
+		r = keys_of(fs, n, &l.pk);
+		if (r >= 0)
+			r = dirid_of(fs, n, id);
+		if (r >= 0)
+			r = node_path(fs, n, path, sizeof(path));
+		if (r >= 0)
+			r = fs->s->ops->readdir(fs->s, path, list_fn, &l);
+	}
+	if (r < 0) {
+		phi_buf_done(&db->b);
+		free(db);
+		reply_err(req, r);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)db;
+	fuse_reply_open(req, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct dirent_buf *db = (struct dirent_buf *)(uintptr_t)fi->fh;
+	_cleanup_free_ char *buf = malloc(size);
+	size_t used = 0, pos = 0;
+	if (!buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	/* off is the index of the next record */
+	for (size_t i = 0; i < db->count; i++) {
+		uint32_t type;
+		memcpy(&type, db->b.p + pos, 4);
+		const char *name = (const char *)db->b.p + pos + 4;
+		pos += 4 + strlen(name) + 1;
+		if ((off_t)i < off)
+			continue;
+		struct stat st = { .st_ino = 0, .st_mode = type << 12 };
+		size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)i + 1);
+		if (need > size - used)
+			break;
+		used += need;
+	}
+	fuse_reply_buf(req, buf, used);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct dirent_buf *db = (struct dirent_buf *)(uintptr_t)fi->fh;
+	if (db) {
+		sodium_memzero(db->b.p, db->b.len); /* plaintext names */
+		phi_buf_done(&db->b);
+		free(db);
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)datasync;
+	(void)fi;
+	struct phifs *fs = FS(req);
+	char path[PHI_STORE_PATH_MAX];
+	int r = node_path(fs, N(fs, ino), path, sizeof(path));
+	if (r >= 0)
+		r = fs->s->ops->fsync_dir(fs->s, path);
+	reply_err(req, r >= 0 ? 0 : r);
+}
+
+/* ---- rename / link ---- */
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	struct phifs *fs = FS(req);
+	struct node *d = N(fs, parent), *nd = N(fs, newparent);
+	struct target a, b;
+	struct phi_store_stat sa, sb;
+	bool have_b = false;
+	int r = 0;
+	if (d == &fs->root || nd == &fs->root)
+		r = -EPERM;
+	else if (d->pat != nd->pat)
+		r = -EXDEV; /* another patient's tree has another key */
+	else if (fs->opts.ro)
+		r = -EROFS;
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		r = -EINVAL;
+	if (r >= 0)
+		r = resolve(fs, d, name, &a);
+	if (r >= 0)
+		r = resolve(fs, nd, newname, &b);
+	if (r >= 0)
+		r = fs->s->ops->getattr(fs->s, a.path, &sa);
+	if (r >= 0) {
+		int rb = fs->s->ops->getattr(fs->s, b.path, &sb);
+		if (rb >= 0)
+			have_b = true;
+		else if (rb != -ENOENT)
+			r = rb;
+	}
+	if (r >= 0 && have_b && sa.ino == sb.ino) {
+		fuse_reply_err(req, 0); /* same file: POSIX says do nothing */
+		return;
+	}
+	if (r >= 0)
+		r = put_sidecar(fs, &b);
+	if (r >= 0 && (flags & RENAME_EXCHANGE))
+		r = put_sidecar(fs, &a);
+	if (r >= 0)
+		r = fs->s->ops->rename(fs->s, a.path, b.path, flags);
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	if (a.e.is_long && !(flags & RENAME_EXCHANGE))
+		(void)fs->s->ops->unlink(fs->s, a.side);
+	pthread_mutex_lock(&fs->lock);
+	struct node *na = node_find(fs, sa.ino), *nb = have_b ? node_find(fs, sb.ino) : NULL;
+	if (flags & RENAME_EXCHANGE) {
+		if (na && alias_del(fs, na, d, a.e.store))
+			alias_add(na, nd, b.e.store);
+		if (nb && alias_del(fs, nb, nd, b.e.store))
+			alias_add(nb, d, a.e.store);
+	} else {
+		if (nb)
+			alias_del(fs, nb, nd, b.e.store);
+		if (na && alias_del(fs, na, d, a.e.store))
+			alias_add(na, nd, b.e.store);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_err(req, 0);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct phifs *fs = FS(req);
+	struct node *n = N(fs, ino), *nd = N(fs, newparent);
+	struct fuse_entry_param e;
+	struct target t;
+	char path[PHI_STORE_PATH_MAX];
+	int r = 0;
+	if (n == &fs->root || n->kind == K_PATIENT || n->kind == K_DIR)
+		r = -EPERM;
+	else if (nd == &fs->root)
+		r = -EPERM;
+	else if (n->pat != nd->pat)
+		r = -EXDEV;
+	else if (fs->opts.ro)
+		r = -EROFS;
+	if (r >= 0)
+		r = resolve(fs, nd, newname, &t);
+	if (r >= 0)
+		r = node_path(fs, n, path, sizeof(path));
+	if (r >= 0)
+		r = put_sidecar(fs, &t);
+	if (r >= 0)
+		r = fs->s->ops->link(fs->s, path, t.path);
+	if (r >= 0)
+		r = entry_for(fs, nd, &t, &e, NULL);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+/* ---- files ---- */
+
+static int handle_new(struct node *n, int flags, struct fuse_file_info *fi)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->n = n;
+	h->flags = flags;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct phifs *fs = FS(req);
+	struct node *n = N(fs, ino);
+	char path[PHI_STORE_PATH_MAX];
+	int r = 0;
+	if (n->kind != K_REG)
+		r = n->kind == K_LNK ? -ELOOP : -EISDIR;
+	else if (fs->opts.ro && (fi->flags & O_ACCMODE) != O_RDONLY)
+		r = -EROFS;
+	if (r >= 0)
+		r = node_path(fs, n, path, sizeof(path));
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	pthread_mutex_lock(&n->io);
+	r = attach(fs, n, path, (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY);
+	if (r >= 0)
+		r = handle_new(n, fi->flags, fi);
+	if (r >= 0)
+		n->opens++;
+	else if (!n->opens)
+		detach(fs, n);
+	pthread_mutex_unlock(&n->io);
+	if (r >= 0) {
+		pthread_mutex_lock(&fs->lock);
+		n->refs++;
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_open(req, fi);
+	} else {
+		reply_err(req, r);
+	}
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct phifs *fs = FS(req);
+	struct node *d = N(fs, parent), *n = NULL;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fuse_entry_param e;
+	struct target t;
+	struct phi_store_obj *obj = NULL;
+	const struct phi_key *ck;
+	int r = fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
+	if (r >= 0)
+		r = phi_pkeys_content(t.pk, t.pk->current, &ck);
+	if (r >= 0)
+		r = put_sidecar(fs, &t);
+	if (r >= 0)
+		r = fs->s->ops->open(fs->s, t.path, O_RDWR | O_CREAT | O_EXCL,
+				     mode & 07777 & ~ctx->umask, &obj);
+	if (r == -EEXIST && !(fi->flags & O_EXCL)) {
+		/* lost a race with another creator: open the existing file */
+		r = entry_for(fs, d, &t, &e, &n);
+		if (r >= 0) {
+			op_open(req, e.ino, fi);
+			return;
+		}
+	}
+	struct phi_cfile *cf = NULL;
+	if (r >= 0) {
+		(void)fs->s->ops->chown(fs->s, t.path, ctx->uid, ctx->gid);
+		r = phi_cfile_create(fs->s, obj, ck, t.pk->current, &cf);
+		if (r < 0)
+			(void)fs->s->ops->unlink(fs->s, t.path);
+	}
+	if (r >= 0)
+		r = entry_for(fs, d, &t, &e, &n);
+	if (r >= 0)
+		r = handle_new(n, fi->flags, fi);
+	if (r < 0) {
+		phi_cfile_free(cf);
+		if (obj)
+			(void)fs->s->ops->release(obj);
+		reply_err(req, r);
+		return;
+	}
+	pthread_mutex_lock(&n->io);
+	if (n->cf) {
+		/* an unlikely reuse of a node already open: keep its state */
+		phi_cfile_free(cf);
+		(void)fs->s->ops->release(obj);
+	} else {
+		n->obj = obj;
+		n->cf = cf;
+	}
+	n->opens++;
+	pthread_mutex_unlock(&n->io);
+	pthread_mutex_lock(&fs->lock);
+	n->refs++;
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_create(req, &e, fi);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)rdev;
+	struct phifs *fs = FS(req);
+	if (!S_ISREG(mode)) {
+		/* device nodes, FIFOs and sockets carry no PHI and are not supported */
+		reply_err(req, -EPERM);
+		return;
+	}
+	struct node *d = N(fs, parent);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fuse_entry_param e;
+	struct target t;
+	struct phi_store_obj *obj = NULL;
+	struct phi_cfile *cf = NULL;
+	const struct phi_key *ck;
+	int r = fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
+	if (r >= 0)
+		r = phi_pkeys_content(t.pk, t.pk->current, &ck);
+	if (r >= 0)
+		r = put_sidecar(fs, &t);
+	if (r >= 0)
+		r = fs->s->ops->open(fs->s, t.path, O_RDWR | O_CREAT | O_EXCL, mode & 07777 & ~ctx->umask, &obj);
+	if (r >= 0) {
+		(void)fs->s->ops->chown(fs->s, t.path, ctx->uid, ctx->gid);
+		r = phi_cfile_create(fs->s, obj, ck, t.pk->current, &cf);
+		phi_cfile_free(cf);
+		int r2 = fs->s->ops->release(obj);
+		if (r >= 0)
+			r = r2;
+	}
+	if (r >= 0)
+		r = entry_for(fs, d, &t, &e, NULL);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct node *n = h->n;
+	uint8_t *buf = malloc(size ? size : 1);
+	size_t got = 0;
+	int r = buf ? 0 : -ENOMEM;
+	if (r >= 0) {
+		pthread_mutex_lock(&n->io);
+		r = phi_cfile_read(n->cf, buf, size, (uint64_t)off, &got);
+		pthread_mutex_unlock(&n->io);
+	}
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_buf(req, (const char *)buf, got);
+	if (buf)
+		phi_wipe_free(buf, size);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct phifs *fs = FS(req);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct node *n = h->n;
+	if (fs->opts.ro) {
+		reply_err(req, -EROFS);
+		return;
+	}
+	pthread_mutex_lock(&n->io);
+	/* without writeback caching the filesystem implements O_APPEND itself */
+	uint64_t o = (h->flags & O_APPEND) ? phi_cfile_size(n->cf) : (uint64_t)off;
+	int r = phi_cfile_write(n->cf, buf, size, o);
+	pthread_mutex_unlock(&n->io);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	/* writes go straight to the store; durability is fsync's job */
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct phifs *fs = FS(req);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	pthread_mutex_lock(&h->n->io);
+	int r = fs->s->ops->fsync(h->n->obj, datasync != 0);
+	pthread_mutex_unlock(&h->n->io);
+	reply_err(req, r >= 0 ? 0 : r);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct phifs *fs = FS(req);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct node *n = h->n;
+	pthread_mutex_lock(&n->io);
+	if (--n->opens == 0)
+		detach(fs, n);
+	pthread_mutex_unlock(&n->io);
+	free(h);
+	pthread_mutex_lock(&fs->lock);
+	node_unref(fs, n, 1);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	struct phifs *fs = FS(req);
+	struct statvfs sv;
+	int r = fs->s->ops->statfs(fs->s, &sv);
+	if (r < 0) {
+		reply_err(req, r);
+		return;
+	}
+	sv.f_namemax = PHI_NAME_PLAIN_MAX;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* large requests: one store write per MiB instead of per 128 KiB */
+	conn->max_write = 1u << 20;
+	conn->max_readahead = 1u << 20;
+	if (conn->capable & FUSE_CAP_SPLICE_READ)
+		conn->want &= ~FUSE_CAP_SPLICE_READ;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* every write is encrypted and stored at once */
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.create = op_create,
+};
+
+const struct fuse_lowlevel_ops *phifs_ll_ops(void)
+{
+	return &ops;
+}
+
+int phifs_new(struct phi_store *s, struct phi_keyring *kr, const struct phifs_opts *opts,
+	      struct phifs **ret)
+{
+	struct phifs *fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->s = s;
+	fs->kr = kr;
+	fs->opts = *opts;
+	fs->root.kind = K_ROOT;
+	fs->root.refs = 1;
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->root.io, NULL);
+	*ret = fs;
+	return 0;
+}
+
+static void free_nodes(struct phifs *fs)
+{
+	for (size_t b = 0; b < NBUCKETS; b++) {
+		struct node *n = fs->table[b];
+		while (n) {
+			struct node *next = n->hnext;
+			if (n->kind != K_PATIENT) {
+				detach(fs, n);
+				free(n->al);
+				pthread_mutex_destroy(&n->io);
+				free(n);
+			}
+			n = next;
+		}
+	}
+}
+
+void phifs_free(struct phifs *fs)
+{
+	if (!fs)
+		return;
+	free_nodes(fs);
+	while (fs->patients) {
+		struct patient *p = fs->patients;
+		fs->patients = p->next;
+		phi_pkeys_free(p->pk);
+		for (size_t i = 0; i < p->nold; i++)
+			phi_pkeys_free(p->old[i]);
+		free(p->old);
+		if (p->node) {
+			pthread_mutex_destroy(&p->node->io);
+			free(p->node);
+		}
+		free(p);
+	}
+	pthread_mutex_destroy(&fs->lock);
+	free(fs);
+}

@@ -1,0 +1,198 @@
+/* phifs: mount a plaintext, per-patient view of an encrypted store.
+ *
+ *   phifs [--key-file FILE] [-o OPTIONS] [-f] [-d] STORE MOUNTPOINT
+ *   mount -t fuse.phifs STORE MOUNTPOINT -o key_file=FILE     (fstab works the same)
+ *
+ * Without a key file the master key comes from $CREDENTIALS_DIRECTORY/phifs-master-key.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <fuse_lowlevel.h>
+
+#include "fs.h"
+#include "keys.h"
+#include "store.h"
+#include "util.h"
+
+struct cli {
+	char *store;
+	char *key_file;
+	char *store_opts;
+	int ro;
+	int show_help;
+};
+
+enum { KEY_RO, KEY_HELP };
+
+static const struct fuse_opt cli_opts[] = {
+	{ "--key-file=%s", offsetof(struct cli, key_file), 0 },
+	{ "--key-file %s", offsetof(struct cli, key_file), 0 },
+	{ "key_file=%s", offsetof(struct cli, key_file), 0 },
+	{ "store_opts=%s", offsetof(struct cli, store_opts), 0 },
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_END
+};
+
+static int cli_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	(void)outargs;
+	struct cli *c = data;
+	if (key == KEY_RO) {
+		c->ro = 1;
+		return 1; /* also passed to the kernel */
+	}
+	if (key == KEY_HELP) {
+		c->show_help = 1;
+		return 0;
+	}
+	if (key == FUSE_OPT_KEY_NONOPT && !c->store) {
+		c->store = strdup(arg);
+		return 0;
+	}
+	return 1;
+}
+
+static void usage(void)
+{
+	printf("usage: phifs [--key-file FILE] [-o OPTIONS] [-f] [-d] STORE MOUNTPOINT\n"
+	       "\n"
+	       "  --key-file FILE, -o key_file=FILE   master key file (mode 0600, owned by you);\n"
+	       "                                      default $CREDENTIALS_DIRECTORY/" PHI_CRED_NAME "\n"
+	       "  -o ro, -o allow_other, ...          the usual FUSE mount options\n"
+	       "  -f  foreground   -d  debug (never shows names or data: they are ciphertext below)\n");
+}
+
+static const char *key_error(int r)
+{
+	switch (r) {
+	case -ENOENT:
+		return "key file not found";
+	case -EPERM:
+	case -EACCES:
+		return "key file must be a regular file of mode 0600 (no group/other access) owned by the mounting user";
+	case -ENOKEY:
+		return "no --key-file given and no systemd credential " PHI_CRED_NAME " in $CREDENTIALS_DIRECTORY";
+	case -EINVAL:
+		return "key file must hold 64 hex digits or 32 raw bytes";
+	case -ELOOP:
+		return "key file must not be a symlink";
+	default:
+		return strerror(-r);
+	}
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts fo = { 0 };
+	struct cli c = { 0 };
+	int ret = 1, lockfd = -1;
+	struct phi_key *master = NULL;
+	struct phi_store *s = NULL;
+	struct phi_keyring *kr = NULL;
+	struct phifs *fs = NULL;
+	struct fuse_session *se = NULL;
+	struct fuse_loop_config *lc = NULL;
+
+	/* key material must never reach a core dump or another process's ptrace */
+	(void)prctl(PR_SET_DUMPABLE, 0);
+	(void)setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
+
+	if (fuse_opt_parse(&args, &c, cli_opts, cli_proc) < 0)
+		return 2;
+	if (c.show_help) {
+		usage();
+		return 0;
+	}
+	if (fuse_parse_cmdline(&args, &fo) < 0)
+		return 2;
+	if (!c.store || !fo.mountpoint) {
+		usage();
+		ret = 2;
+		goto out;
+	}
+	int r = phi_crypto_init();
+	if (r >= 0) {
+		r = phi_master_load(c.key_file, &master);
+		if (r < 0)
+			fprintf(stderr, "phifs: %s%s%s\n", c.key_file ? c.key_file : "", c.key_file ? ": " : "",
+				key_error(r));
+	}
+	if (r >= 0) {
+		r = phi_store_open(c.store, c.store_opts, &s);
+		if (r < 0)
+			fprintf(stderr, "phifs: cannot open store %s: %s\n", c.store, strerror(-r));
+	}
+	if (r >= 0) {
+		r = phi_store_lock(c.store, false, &lockfd);
+		if (r < 0)
+			fprintf(stderr, "phifs: store %s is locked by a key operation (rewrap/rekey-master): %s\n",
+				c.store, strerror(-r));
+	}
+	if (r >= 0) {
+		r = phi_keyring_open(s, master, &kr);
+		if (r == -EKEYREJECTED)
+			fprintf(stderr, "phifs: the master key does not open this store (wrong key?)\n");
+		else if (r == -EBADMSG)
+			fprintf(stderr, "phifs: the store header is corrupt\n");
+		else if (r == -ENOENT)
+			fprintf(stderr, "phifs: %s is not a phifs store (no header; run phifs-key init)\n", c.store);
+		else if (r < 0)
+			fprintf(stderr, "phifs: cannot open the store keys: %s\n", strerror(-r));
+	}
+	phi_key_free(master);
+	master = NULL;
+	if (r >= 0)
+		r = phifs_new(s, kr, &(struct phifs_opts){ .ro = c.ro }, &fs);
+	if (r < 0)
+		goto out;
+
+	/* kernel-side permission checks against the modes we report */
+	fuse_opt_add_arg(&args, "-odefault_permissions");
+	char fsname[PHI_STORE_PATH_MAX + 16];
+	snprintf(fsname, sizeof(fsname), "-ofsname=%s,subtype=phifs", c.store);
+	if (!strchr(c.store, ','))
+		fuse_opt_add_arg(&args, fsname);
+
+	se = fuse_session_new(&args, phifs_ll_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out;
+	if (fuse_session_mount(se, fo.mountpoint) != 0)
+		goto out_signals;
+	fuse_daemonize(fo.foreground);
+	lc = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);
+	fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads > 0 ? fo.max_idle_threads : 10);
+	fuse_loop_cfg_set_max_threads(lc, fo.max_threads > 0 ? fo.max_threads : 16);
+	ret = fo.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
+	ret = ret != 0;
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out:
+	if (lc)
+		fuse_loop_cfg_destroy(lc);
+	if (se)
+		fuse_session_destroy(se);
+	phifs_free(fs);
+	phi_keyring_free(kr);
+	phi_store_close(s);
+	if (lockfd >= 0)
+		close(lockfd);
+	free(fo.mountpoint);
+	free(c.store);
+	free(c.key_file);
+	free(c.store_opts);
+	fuse_opt_free_args(&args);
+	return ret;
+}
