@@ -827,7 +827,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (r >= 0)
 		r = put_sidecar(fs, &t);
 	if (r >= 0)
-		r = phi_dir_create(fs->s, t.path, (mode & 07777 & ~ctx->umask) | S_IFDIR);
+		r = phi_dir_create(fs->s, t.path, mode & 07777 & ~ctx->umask);
 	if (r >= 0) {
 		(void)fs->s->ops->chown(fs->s, t.path, ctx->uid, ctx->gid);
 		r = entry_for(fs, d, &t, &e, NULL);
@@ -1127,8 +1127,35 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		r = put_sidecar(fs, &b);
 	if (r >= 0 && (flags & RENAME_EXCHANGE))
 		r = put_sidecar(fs, &a);
-	if (r >= 0)
+	char idp[PHI_STORE_PATH_MAX];
+	uint8_t idbuf[64];
+	size_t idlen = 0;
+	bool dir_over = r >= 0 && have_b && !(flags & RENAME_EXCHANGE) && S_ISDIR(sb.mode);
+	if (dir_over) {
+		/* POSIX lets a directory replace an empty one; on the store "empty" means only .d */
+		if (!S_ISDIR(sa.mode))
+			r = -EISDIR;
+		struct rmdir_scan sc = { .s = fs->s, .path = b.path };
+		if (r >= 0)
+			r = fs->s->ops->readdir(fs->s, b.path, rmdir_scan_fn, &sc);
+		if (r >= 0 && sc.has_entries)
+			r = -ENOTEMPTY;
+		if (r >= 0)
+			r = join(idp, sizeof(idp), b.path, PHI_DIRID_FILE);
+		if (r >= 0)
+			r = fs->s->ops->get(fs->s, idp, idbuf, sizeof(idbuf), &idlen);
+		if (r >= 0)
+			r = fs->s->ops->readdir(fs->s, b.path, rmdir_clean_fn, &sc);
+		if (r >= 0)
+			r = fs->s->ops->unlink(fs->s, idp);
+	} else if (r >= 0 && have_b && !(flags & RENAME_EXCHANGE) && S_ISDIR(sa.mode)) {
+		r = -ENOTDIR;
+	}
+	if (r >= 0) {
 		r = fs->s->ops->rename(fs->s, a.path, b.path, flags);
+		if (r < 0 && dir_over)
+			(void)fs->s->ops->put(fs->s, idp, idbuf, idlen);
+	}
 	if (r < 0) {
 		reply_err(req, r);
 		return;
@@ -1197,10 +1224,9 @@ static int handle_new(struct node *n, int flags, struct fuse_file_info *fi)
 	return 0;
 }
 
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* open node n for handle fi (shared by open and create-of-existing) */
+static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi)
 {
-	struct phifs *fs = FS(req);
-	struct node *n = N(fs, ino);
 	char path[PHI_STORE_PATH_MAX];
 	int r = 0;
 	if (n->kind != K_REG)
@@ -1209,10 +1235,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = -EROFS;
 	if (r >= 0)
 		r = node_path(fs, n, path, sizeof(path));
-	if (r < 0) {
-		reply_err(req, r);
-		return;
-	}
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&n->io);
 	r = attach(fs, n, path, (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY);
 	if (r >= 0)
@@ -1226,10 +1250,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		pthread_mutex_lock(&fs->lock);
 		n->refs++;
 		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_open(req, fi);
-	} else {
-		reply_err(req, r);
 	}
+	return r;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct phifs *fs = FS(req);
+	int r = open_node(fs, N(fs, ino), fi);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		fuse_reply_open(req, fi);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -1253,10 +1285,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (r == -EEXIST && !(fi->flags & O_EXCL)) {
 		/* lost a race with another creator: open the existing file */
 		r = entry_for(fs, d, &t, &e, &n);
-		if (r >= 0) {
-			op_open(req, e.ino, fi);
-			return;
-		}
+		if (r >= 0)
+			r = open_node(fs, n, fi);
+		if (r >= 0)
+			fuse_reply_create(req, &e, fi);
+		else
+			reply_err(req, r);
+		return;
 	}
 	struct phi_cfile *cf = NULL;
 	if (r >= 0) {

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <fuse_lowlevel.h>
 
@@ -155,6 +156,9 @@ int main(int argc, char *argv[])
 	if (r < 0)
 		goto out;
 
+	/* store entries carry exactly the modes users ask for (the kernel already applied
+	 * their umask); the store root itself is 0700 */
+	umask(0);
 	/* kernel-side permission checks against the modes we report */
 	fuse_opt_add_arg(&args, "-odefault_permissions");
 	char fsname[PHI_STORE_PATH_MAX + 16];
