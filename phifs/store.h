@@ -9,6 +9,14 @@
  *
  * Every function returns 0 or -errno. Backends are thread-safe: the FUSE layer
  * calls them from many threads at once.
+ *
+ * The empty path "" names the store root. It is accepted only where acting on
+ * the root makes sense: getattr, chmod, chown, utimens, readdir and fsync_dir.
+ * Every other path must be a valid non-empty relative path, or -EINVAL.
+ * Symbolic links in the store are never followed, at any component.
+ *
+ * Namespace operations (mkdir, rmdir, unlink, rename, link, symlink) are not
+ * durable on return; a caller that needs that calls fsync_dir on the parent.
  */
 #ifndef PHI_STORE_H
 #define PHI_STORE_H
@@ -52,6 +60,8 @@ struct phi_store_ops {
 	int (*link)(struct phi_store *s, const char *from, const char *to);
 	/* target is opaque (encrypted, encoded) bytes */
 	int (*symlink)(struct phi_store *s, const char *target, const char *path);
+	/* Writes the target and a terminating NUL into buf; *ret_len excludes the NUL.
+	 * -ENAMETOOLONG if the target and its NUL do not fit in size bytes. */
 	int (*readlink)(struct phi_store *s, const char *path, char *buf, size_t size, size_t *ret_len);
 	int (*chmod)(struct phi_store *s, const char *path, uint32_t mode);
 	int (*chown)(struct phi_store *s, const char *path, uint32_t uid, uint32_t gid);
@@ -75,8 +85,12 @@ struct phi_store_ops {
 
 	/* Small whole objects (headers, wrapped keys, grants): read up to max bytes,
 	 * and replace atomically and durably (temp + fsync + rename + dir fsync). */
+	/* get: -EFBIG if the object is larger than max; buf's contents are unspecified on failure. */
 	int (*get)(struct phi_store *s, const char *path, void *buf, size_t max, size_t *ret_len);
 	int (*put)(struct phi_store *s, const char *path, const void *buf, size_t len);
+
+	/* Makes the directory's entries (creations, renames, removals) durable. */
+	int (*fsync_dir)(struct phi_store *s, const char *path);
 };
 
 struct phi_store {

@@ -1,0 +1,688 @@
+/* store_local.c: the local directory store backend.
+ *
+ * Every operation is relative to one O_PATH directory fd opened at
+ * phi_store_local_open() and never changed afterwards, so the backend has no
+ * shared mutable state. Paths are validated before they reach the kernel, and
+ * no symbolic link is followed at any component: intermediate directories are
+ * resolved with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) where the kernel
+ * has it, otherwise one component at a time with O_NOFOLLOW; the last
+ * component is handled by an *at() call that does not follow it either.
+ */
+#include <dirent.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "store.h"
+#include "util.h"
+
+struct local_store {
+	struct phi_store base; /* first: a struct phi_store * is a struct local_store * */
+	int dirfd;             /* O_PATH|O_DIRECTORY, immutable after open */
+	bool have_openat2;     /* immutable after open */
+};
+
+struct phi_store_obj {
+	int fd;
+	int err; /* first write error, reported again by release; set atomically */
+};
+
+static struct local_store *to_local(struct phi_store *s)
+{
+	return (struct local_store *)s;
+}
+
+/* ---- path validation and resolution ---- */
+
+static bool name_char_ok(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '.' || c == '-';
+}
+
+/* 0 if path is a valid store path (or "" with allow_root), else -EINVAL. */
+static int path_check(const char *path, bool allow_root)
+{
+	if (!path)
+		return -EINVAL;
+	size_t len = strnlen(path, PHI_STORE_PATH_MAX);
+	if (len >= PHI_STORE_PATH_MAX)
+		return -EINVAL;
+	if (len == 0)
+		return allow_root ? 0 : -EINVAL;
+
+	const char *p = path;
+	for (;;) {
+		const char *e = p;
+		while (*e && *e != '/') {
+			if (!name_char_ok(*e))
+				return -EINVAL;
+			e++;
+		}
+		size_t n = (size_t)(e - p);
+		if (n == 0 || n > PHI_STORE_NAME_MAX)
+			return -EINVAL;
+		if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return -EINVAL;
+		if (!*e)
+			return 0;
+		p = e + 1;
+	}
+}
+
+static int sys_openat2(int dfd, const char *path, int flags, mode_t mode)
+{
+	struct open_how how = {
+		.flags = (uint64_t)(unsigned)flags,
+		.mode = (flags & (O_CREAT | __O_TMPFILE)) ? (uint64_t)(mode & 07777) : 0,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	long r;
+	do
+		r = syscall(SYS_openat2, dfd, path, &how, sizeof how);
+	while (r < 0 && errno == EAGAIN); /* RESOLVE_* may ask for a retry on a racing rename */
+	return r < 0 ? phi_neg_errno() : (int)r;
+}
+
+/* Fallback walk for kernels (or sandboxes) without openat2. */
+static int walk_openat(int root, const char *path, int flags, mode_t mode)
+{
+	_cleanup_close_ int cur = -1;
+	int dfd = root;
+	const char *p = path;
+	char comp[PHI_STORE_NAME_MAX + 1];
+
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		if (!slash)
+			break;
+		size_t n = (size_t)(slash - p);
+		if (n > PHI_STORE_NAME_MAX)
+			return -EINVAL;
+		memcpy(comp, p, n);
+		comp[n] = 0;
+		int fd = openat(dfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return phi_neg_errno();
+		phi_closep(&cur);
+		cur = dfd = fd;
+		p = slash + 1;
+	}
+	int fd = openat(dfd, p, flags, mode & 07777);
+	return fd < 0 ? phi_neg_errno() : fd;
+}
+
+/* Open a validated path (or ".") beneath the root without following any symlink.
+ * Returns an fd or -errno. */
+static int open_beneath(const struct local_store *ls, const char *path, int flags, mode_t mode)
+{
+	flags |= O_CLOEXEC | O_NOFOLLOW;
+	if (ls->have_openat2)
+		return sys_openat2(ls->dirfd, path, flags, mode);
+	return walk_openat(ls->dirfd, path, flags, mode);
+}
+
+/* A path split into a parent directory fd and a last component. */
+struct at_path {
+	int dfd;          /* borrowed root fd or == owned */
+	int owned;        /* closed by at_path_done() */
+	const char *leaf; /* points into the caller's path (or ".") */
+};
+
+static void at_path_done(struct at_path *a)
+{
+	phi_closep(&a->owned);
+}
+#define _cleanup_at_path_ _cleanup_(at_path_done)
+
+/* Resolve path's parent. The root ("" with allow_root) becomes (root, ".").
+ * dir_flags: O_PATH for *at() calls, O_RDONLY where the parent is fsynced. */
+static int at_path_get(const struct local_store *ls, const char *path, bool allow_root,
+		       int dir_flags, struct at_path *ret)
+{
+	int r = path_check(path, allow_root);
+	if (r < 0)
+		return r;
+
+	const char *slash = strrchr(path, '/');
+	if (!slash && dir_flags == O_PATH) {
+		*ret = (struct at_path){ .dfd = ls->dirfd, .owned = -1, .leaf = *path ? path : "." };
+		return 0;
+	}
+
+	char parent[PHI_STORE_PATH_MAX];
+	size_t n = slash ? (size_t)(slash - path) : 0;
+	if (n) {
+		memcpy(parent, path, n);
+		parent[n] = 0;
+	} else {
+		parent[0] = '.';
+		parent[1] = 0;
+	}
+	int fd = open_beneath(ls, parent, dir_flags | O_DIRECTORY, 0);
+	if (fd < 0)
+		return fd;
+	*ret = (struct at_path){ .dfd = fd, .owned = fd,
+				 .leaf = slash ? slash + 1 : (*path ? path : ".") };
+	return 0;
+}
+
+/* ---- namespace operations ---- */
+
+static void stat_to_store(const struct stat *st, struct phi_store_stat *ret)
+{
+	*ret = (struct phi_store_stat){
+		.ino = (uint64_t)st->st_ino,
+		.mode = (uint32_t)st->st_mode,
+		.uid = (uint32_t)st->st_uid,
+		.gid = (uint32_t)st->st_gid,
+		.nlink = (uint32_t)st->st_nlink,
+		.size = st->st_size > 0 ? (uint64_t)st->st_size : 0,
+		.atime = st->st_atim,
+		.mtime = st->st_mtim,
+		.ctime = st->st_ctim,
+	};
+}
+
+static int local_getattr(struct phi_store *s, const char *path, struct phi_store_stat *ret)
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, true, O_PATH, &a);
+	if (r < 0)
+		return r;
+	struct stat st;
+	if (fstatat(a.dfd, a.leaf, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return phi_neg_errno();
+	stat_to_store(&st, ret);
+	return 0;
+}
+
+static int local_mkdir(struct phi_store *s, const char *path, uint32_t mode)
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	return RET_NERRNO(mkdirat(a.dfd, a.leaf, (mode_t)(mode & 07777)));
+}
+
+static int local_rmdir(struct phi_store *s, const char *path)
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	return RET_NERRNO(unlinkat(a.dfd, a.leaf, AT_REMOVEDIR));
+}
+
+static int local_unlink(struct phi_store *s, const char *path)
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	return RET_NERRNO(unlinkat(a.dfd, a.leaf, 0));
+}
+
+static int local_rename(struct phi_store *s, const char *from, const char *to, unsigned flags)
+{
+	if (flags != 0 && flags != RENAME_NOREPLACE && flags != RENAME_EXCHANGE)
+		return -EINVAL;
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	_cleanup_at_path_ struct at_path b = { .owned = -1 };
+	int r = at_path_get(to_local(s), from, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	r = at_path_get(to_local(s), to, false, O_PATH, &b);
+	if (r < 0)
+		return r;
+	return RET_NERRNO(renameat2(a.dfd, a.leaf, b.dfd, b.leaf, flags));
+}
+
+static int local_link(struct phi_store *s, const char *from, const char *to)
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	_cleanup_at_path_ struct at_path b = { .owned = -1 };
+	int r = at_path_get(to_local(s), from, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	r = at_path_get(to_local(s), to, false, O_PATH, &b);
+	if (r < 0)
+		return r;
+	/* flags 0: a symlink at from is linked itself, never followed */
+	return RET_NERRNO(linkat(a.dfd, a.leaf, b.dfd, b.leaf, 0));
+}
+
+static int local_symlink(struct phi_store *s, const char *target, const char *path)
+{
+	if (!target || !*target)
+		return -EINVAL;
+	if (strnlen(target, PHI_STORE_PATH_MAX) >= PHI_STORE_PATH_MAX)
+		return -ENAMETOOLONG;
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	return RET_NERRNO(symlinkat(target, a.dfd, a.leaf));
+}
+
+static int local_readlink(struct phi_store *s, const char *path, char *buf, size_t size,
+			  size_t *ret_len)
+{
+	if (!buf || size == 0)
+		return -EINVAL;
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	ssize_t n = readlinkat(a.dfd, a.leaf, buf, size);
+	if (n < 0)
+		return phi_neg_errno();
+	if ((size_t)n >= size)
+		return -ENAMETOOLONG;
+	buf[n] = 0;
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+static int local_chmod(struct phi_store *s, const char *path, uint32_t mode)
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, true, O_PATH, &a);
+	if (r < 0)
+		return r;
+	/* glibc implements AT_SYMLINK_NOFOLLOW (fchmodat2, or O_PATH + /proc);
+	 * a symlink gives -EOPNOTSUPP, which is what Linux does for symlinks. */
+	return RET_NERRNO(fchmodat(a.dfd, a.leaf, (mode_t)(mode & 07777), AT_SYMLINK_NOFOLLOW));
+}
+
+static int local_chown(struct phi_store *s, const char *path, uint32_t uid, uint32_t gid)
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, true, O_PATH, &a);
+	if (r < 0)
+		return r;
+	return RET_NERRNO(fchownat(a.dfd, a.leaf, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW));
+}
+
+static int local_utimens(struct phi_store *s, const char *path, const struct timespec tv[2])
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, true, O_PATH, &a);
+	if (r < 0)
+		return r;
+	return RET_NERRNO(utimensat(a.dfd, a.leaf, tv, AT_SYMLINK_NOFOLLOW));
+}
+
+static void closedirp(DIR **d)
+{
+	if (*d)
+		(void)closedir(*d);
+	*d = NULL;
+}
+
+static int local_readdir(struct phi_store *s, const char *path, phi_store_dirent_fn fn, void *ctx)
+{
+	struct local_store *ls = to_local(s);
+	if (!fn)
+		return -EINVAL;
+	int r = path_check(path, true);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = open_beneath(ls, *path ? path : ".", O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0)
+		return fd;
+	_cleanup_(closedirp) DIR *d = fdopendir(fd);
+	if (!d)
+		return phi_neg_errno();
+	int dfd = TAKE_FD(fd); /* owned by d now */
+
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(d);
+		if (!de)
+			return errno ? -errno : 0;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		uint32_t type = de->d_type;
+		if (type == DT_UNKNOWN) {
+			struct stat st;
+			if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+				type = IFTODT(st.st_mode);
+		}
+		r = fn(ctx, de->d_name, type);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			return 0;
+	}
+}
+
+static int local_statfs(struct phi_store *s, struct statvfs *ret)
+{
+	struct statvfs sv;
+	if (fstatvfs(to_local(s)->dirfd, &sv) < 0)
+		return phi_neg_errno();
+	*ret = sv;
+	return 0;
+}
+
+static int local_fsync_dir(struct phi_store *s, const char *path)
+{
+	int r = path_check(path, true);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = open_beneath(to_local(s), *path ? path : ".",
+					      O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0)
+		return fd;
+	return RET_NERRNO(fsync(fd));
+}
+
+/* ---- objects ---- */
+
+static int read_full(int fd, void *buf, size_t len, uint64_t off, size_t *ret_n)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return phi_neg_errno();
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	*ret_n = done;
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return phi_neg_errno();
+		}
+		if (n == 0)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Objects are regular files; anything else in the store is not opened as one. */
+static int check_regular(int fd, struct stat *ret)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return phi_neg_errno();
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (ret)
+		*ret = st;
+	return 0;
+}
+
+static int local_open(struct phi_store *s, const char *path, int flags, uint32_t mode,
+		      struct phi_store_obj **ret)
+{
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	int acc = flags & O_ACCMODE;
+	if (acc != O_RDONLY && acc != O_WRONLY && acc != O_RDWR)
+		return -EINVAL;
+	/* O_NONBLOCK: a FIFO planted in the store must not hang the caller. */
+	int oflags = acc | (flags & (O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK;
+
+	_cleanup_close_ int fd = open_beneath(to_local(s), path, oflags, (mode_t)mode);
+	if (fd < 0)
+		return fd;
+	r = check_regular(fd, NULL);
+	if (r < 0)
+		return r;
+	struct phi_store_obj *o = malloc(sizeof *o);
+	if (!o)
+		return -ENOMEM;
+	*o = (struct phi_store_obj){ .fd = TAKE_FD(fd), .err = 0 };
+	*ret = o;
+	return 0;
+}
+
+static void obj_set_err(struct phi_store_obj *o, int r)
+{
+	int expected = 0;
+	(void)__atomic_compare_exchange_n(&o->err, &expected, r, false, __ATOMIC_RELAXED,
+					  __ATOMIC_RELAXED);
+}
+
+static int local_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off,
+		       size_t *ret_n)
+{
+	if (off > INT64_MAX || len > (size_t)SSIZE_MAX)
+		return -EINVAL;
+	if (len > INT64_MAX - off)
+		len = (size_t)(INT64_MAX - off);
+	return read_full(o->fd, buf, len, off, ret_n);
+}
+
+static int local_pwrite(struct phi_store_obj *o, const void *buf, size_t len, uint64_t off)
+{
+	if (off > INT64_MAX || len > (size_t)SSIZE_MAX)
+		return -EINVAL;
+	if (len > INT64_MAX - off)
+		return -EFBIG;
+	int r = write_full(o->fd, buf, len, off);
+	if (r < 0)
+		obj_set_err(o, r);
+	return r;
+}
+
+static int local_truncate(struct phi_store_obj *o, uint64_t size)
+{
+	if (size > INT64_MAX)
+		return -EINVAL;
+	return RET_NERRNO(ftruncate(o->fd, (off_t)size));
+}
+
+static int local_size(struct phi_store_obj *o, uint64_t *ret)
+{
+	struct stat st;
+	if (fstat(o->fd, &st) < 0)
+		return phi_neg_errno();
+	*ret = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+	return 0;
+}
+
+static int local_fsync(struct phi_store_obj *o, bool datasync)
+{
+	int r = RET_NERRNO(datasync ? fdatasync(o->fd) : fsync(o->fd));
+	if (r < 0)
+		obj_set_err(o, r);
+	return r;
+}
+
+static int local_release(struct phi_store_obj *o)
+{
+	if (!o)
+		return 0;
+	/* close() may report a deferred write error; EINTR still closed the fd on Linux. */
+	int r = close(o->fd) < 0 && errno != EINTR ? phi_neg_errno() : 0;
+	int err = __atomic_load_n(&o->err, __ATOMIC_RELAXED);
+	free(o);
+	return err < 0 ? err : r;
+}
+
+/* ---- small whole objects ---- */
+
+static int local_get(struct phi_store *s, const char *path, void *buf, size_t max,
+		     size_t *ret_len)
+{
+	if (!buf && max)
+		return -EINVAL;
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = open_beneath(to_local(s), path, O_RDONLY | O_NONBLOCK, 0);
+	if (fd < 0)
+		return fd;
+	struct stat st;
+	r = check_regular(fd, &st);
+	if (r < 0)
+		return r;
+	if ((uint64_t)st.st_size > max)
+		return -EFBIG;
+
+	size_t n;
+	r = read_full(fd, buf, max, 0, &n);
+	if (r < 0)
+		return r;
+	if (n == max) {
+		/* the object may have grown since fstat() */
+		uint8_t extra;
+		size_t m;
+		r = read_full(fd, &extra, 1, max, &m);
+		if (r < 0)
+			return r;
+		if (m)
+			return -EFBIG;
+	}
+	*ret_len = n;
+	return 0;
+}
+
+static int tmp_name(char *buf, size_t size)
+{
+	uint8_t rnd[8];
+	size_t got = 0;
+	while (got < sizeof rnd) {
+		ssize_t n = getrandom(rnd + got, sizeof rnd - got, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return phi_neg_errno();
+		}
+		got += (size_t)n;
+	}
+	int n = snprintf(buf, size, ".tmp.%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+			 rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	return n > 0 && (size_t)n < size ? 0 : -EINVAL;
+}
+
+/* Temp file in the same directory, written and fsynced, renamed over the target,
+ * then the directory fsynced: readers see the old or the new object, whole. */
+static int local_put(struct phi_store *s, const char *path, const void *buf, size_t len)
+{
+	if (!buf && len)
+		return -EINVAL;
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, false, O_RDONLY, &a);
+	if (r < 0)
+		return r;
+
+	char tmp[32];
+	_cleanup_close_ int fd = -1;
+	for (int tries = 0; fd < 0; tries++) {
+		r = tmp_name(tmp, sizeof tmp);
+		if (r < 0)
+			return r;
+		fd = openat(a.dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && (errno != EEXIST || tries >= 16))
+			return phi_neg_errno();
+	}
+
+	r = write_full(fd, buf, len, 0);
+	if (r >= 0)
+		r = RET_NERRNO(fsync(fd));
+	if (r >= 0) {
+		int fdc = TAKE_FD(fd);
+		r = RET_NERRNO(close(fdc));
+	}
+	if (r >= 0)
+		r = RET_NERRNO(renameat(a.dfd, tmp, a.dfd, a.leaf));
+	if (r < 0) {
+		(void)unlinkat(a.dfd, tmp, 0);
+		return r;
+	}
+	return RET_NERRNO(fsync(a.dfd));
+}
+
+/* ---- open / close ---- */
+
+static void local_close(struct phi_store *s)
+{
+	struct local_store *ls = to_local(s);
+	if (!ls)
+		return;
+	phi_closep(&ls->dirfd);
+	free(ls);
+}
+
+static const struct phi_store_ops local_ops = {
+	.scheme = "file",
+	.close = local_close,
+	.getattr = local_getattr,
+	.mkdir = local_mkdir,
+	.rmdir = local_rmdir,
+	.unlink = local_unlink,
+	.rename = local_rename,
+	.link = local_link,
+	.symlink = local_symlink,
+	.readlink = local_readlink,
+	.chmod = local_chmod,
+	.chown = local_chown,
+	.utimens = local_utimens,
+	.readdir = local_readdir,
+	.statfs = local_statfs,
+	.open = local_open,
+	.pread = local_pread,
+	.pwrite = local_pwrite,
+	.truncate = local_truncate,
+	.size = local_size,
+	.fsync = local_fsync,
+	.release = local_release,
+	.get = local_get,
+	.put = local_put,
+	.fsync_dir = local_fsync_dir,
+};
+
+int phi_store_local_open(const char *root, struct phi_store **ret)
+{
+	if (!root || !*root || !ret)
+		return -EINVAL;
+	_cleanup_close_ int dirfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return phi_neg_errno();
+
+	/* Probe once; the answer never changes for this store. */
+	bool have_openat2 = false;
+	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS };
+	long pfd = syscall(SYS_openat2, dirfd, ".", &how, sizeof how);
+	if (pfd >= 0) {
+		have_openat2 = true;
+		(void)close((int)pfd);
+	}
+
+	struct local_store *ls = malloc(sizeof *ls);
+	if (!ls)
+		return -ENOMEM;
+	*ls = (struct local_store){
+		.base = { .ops = &local_ops },
+		.dirfd = TAKE_FD(dirfd),
+		.have_openat2 = have_openat2,
+	};
+	*ret = &ls->base;
+	return 0;
+}
