@@ -2,6 +2,7 @@
  * executable is built once per PHI_CF_SHIFT). Prints one table row:
  *   shift  seq-write MB/s  seq-read MB/s  4k-randwrite ops/s  4k-randread ops/s  overhead %
  * Run by tests/phifs/bench-blocksize.sh, which prints the rows side by side. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -2,6 +2,7 @@
  * tamper class (modified, swapped, reordered, moved between files, truncated, zeroed,
  * extended, header edited) giving -EIO, never wrong bytes. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -130,7 +131,7 @@ static void expect_eio(const char *name)
 		CHECK_EQ(phi_cfile_verify(cf, &blk), -EIO);
 		phi_cfile_free(cf);
 	} else {
-		CHECK_EQ(r, -EIO);
+		CHECK(r == -EIO || r == -ENOKEY); /* an edited key version names no key */
 	}
 	CHECK_OK(S->ops->release(o));
 }
