@@ -569,10 +569,39 @@ static int deny_openat2(void)
 
 int main(void)
 {
-	/* once as the kernel allows (openat2), once with the component-walk fallback */
+	/* 1. as the kernel allows (openat2) */
 	run_suite();
 
+	/* 2. openat2 hidden by a filter installed after the store was opened
+	 *    (a worker that sandboxes itself): each call falls back */
 	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		setup();
+		_cleanup_store_ struct phi_store *s = NULL;
+		CHECK_OK(phi_store_local_open(root, &s));
+		if (deny_openat2() < 0) {
+			phi_store_closep(&s);
+			CHECK_OK(nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS));
+			exit(0);
+		}
+		CHECK_OK(s->ops->mkdir(s, "x", 0700));
+		CHECK_OK(s->ops->put(s, "x/y", "z", 1));
+		struct phi_store_stat st;
+		CHECK_OK(s->ops->getattr(s, "x/y", &st));
+		CHECK_EQ(st.size, 1);
+		test_no_escape(s);
+		phi_store_closep(&s);
+		CHECK_OK(nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS));
+		exit(0);
+	}
+	int status;
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status));
+	CHECK_EQ(WEXITSTATUS(status), 0);
+
+	/* 3. openat2 hidden from the start: the whole suite on the component walk */
+	pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
 		int r = deny_openat2();
@@ -585,7 +614,6 @@ int main(void)
 		run_suite();
 		exit(0);
 	}
-	int status;
 	CHECK_EQ(waitpid(pid, &status, 0), pid);
 	CHECK(WIFEXITED(status));
 	CHECK_EQ(WEXITSTATUS(status), 0);
