@@ -22,6 +22,10 @@ struct phi_cfile {
 	unsigned shift;
 	uint32_t kver;
 	uint8_t id[PHI_CF_FILE_ID];
+	/* scratch, grown on demand up to CHUNK_BLOCKS blocks and kept for the file's life:
+	 * per-call allocation of half a MiB (mmap + page faults) dominated small I/O */
+	uint8_t *pt, *ct;
+	size_t cap; /* blocks */
 };
 
 static inline uint64_t bsz(const struct phi_cfile *cf)
@@ -118,6 +122,8 @@ void phi_cfile_free(struct phi_cfile *cf)
 	if (!cf)
 		return;
 	phi_gcm_free(cf->g);
+	phi_wipe_free(cf->pt, cf->cap * (size_t)bsz(cf));
+	free(cf->ct);
 	free(cf);
 }
 
@@ -267,24 +273,31 @@ static int get_blocks(struct phi_cfile *cf, uint64_t first, size_t count, uint8_
 	return 0;
 }
 
-struct scratch {
-	uint8_t *pt, *ct;
-	size_t ptlen, ctlen;
-};
-
-static void scratch_done(struct scratch *s)
+/* make room for n blocks of scratch */
+static int scratch(struct phi_cfile *cf, size_t n)
 {
-	phi_wipe_free(s->pt, s->ptlen); /* plaintext never outlives the call */
-	free(s->ct);
+	if (n <= cf->cap)
+		return 0;
+	size_t B = (size_t)bsz(cf);
+	uint8_t *pt = malloc(n * B), *ct = malloc(n * (B + PHI_GCM_OVERHEAD));
+	if (!pt || !ct) {
+		free(pt);
+		free(ct);
+		return -ENOMEM;
+	}
+	phi_wipe_free(cf->pt, cf->cap * B);
+	free(cf->ct);
+	cf->pt = pt;
+	cf->ct = ct;
+	cf->cap = n;
+	return 0;
 }
 
-static int scratch_init(struct scratch *s, const struct phi_cfile *cf)
+/* plaintext never outlives the call that needed it */
+static void scratch_wipe(struct phi_cfile *cf, size_t n)
 {
-	s->ptlen = CHUNK_BLOCKS * bsz(cf);
-	s->ctlen = CHUNK_BLOCKS * (bsz(cf) + PHI_GCM_OVERHEAD);
-	s->pt = malloc(s->ptlen);
-	s->ct = malloc(s->ctlen);
-	return s->pt && s->ct ? 0 : -ENOMEM;
+	if (cf->pt)
+		sodium_memzero(cf->pt, n * (size_t)bsz(cf));
 }
 
 int phi_cfile_read(struct phi_cfile *cf, void *buf, size_t len, uint64_t off, size_t *ret_n)
@@ -296,21 +309,38 @@ int phi_cfile_read(struct phi_cfile *cf, void *buf, size_t len, uint64_t off, si
 		return 0;
 	}
 	uint64_t end = off + len < cf->size && off + len > off ? off + len : cf->size;
-	_cleanup_(scratch_done) struct scratch sc = { 0 };
-	int r = scratch_init(&sc, cf);
-	if (r < 0)
-		return r;
 	uint64_t i = off >> cf->shift, last = (end - 1) >> cf->shift;
 	uint8_t *dst = buf;
-	while (i <= last) {
-		size_t count = (size_t)(last - i + 1 < CHUNK_BLOCKS ? last - i + 1 : CHUNK_BLOCKS);
-		r = get_blocks(cf, i, count, sc.pt, sc.ct);
-		if (r < 0)
-			return r;
-		uint64_t cs = i << cf->shift, ce = (i + count) << cf->shift;
-		uint64_t a = off > cs ? off : cs, b = end < ce ? end : ce;
-		memcpy(dst + (a - off), sc.pt + (a - cs), (size_t)(b - a));
-		i += count;
+	int r = 0;
+	while (i <= last && r >= 0) {
+		uint64_t bs = i << cf->shift;
+		size_t l = blen(cf, cf->size, i);
+		if (bs < off || bs + l > end) {
+			/* a block only partly wanted: decrypt aside, copy the wanted part */
+			r = scratch(cf, 1);
+			if (r >= 0)
+				r = get_blocks(cf, i, 1, cf->pt, cf->ct);
+			if (r >= 0) {
+				uint64_t a = off > bs ? off : bs, b = end < bs + l ? end : bs + l;
+				memcpy(dst + (a - off), cf->pt + (a - bs), (size_t)(b - a));
+			}
+			scratch_wipe(cf, 1);
+			i++;
+			continue;
+		}
+		/* whole blocks: decrypt straight into the caller's buffer */
+		size_t n = 1;
+		while (n < CHUNK_BLOCKS && i + n <= last &&
+		       ((i + n) << cf->shift) + blen(cf, cf->size, i + n) <= end)
+			n++;
+		r = scratch(cf, n);
+		if (r >= 0)
+			r = get_blocks(cf, i, n, dst + (bs - off), cf->ct);
+		i += n;
+	}
+	if (r < 0) {
+		sodium_memzero(buf, len);
+		return r;
 	}
 	*ret_n = (size_t)(end - off);
 	return 0;
@@ -322,25 +352,29 @@ static int rewrite(struct phi_cfile *cf, const uint8_t *buf, size_t len, uint64_
 {
 	uint64_t S = cf->size, B = bsz(cf);
 	uint64_t start = off < S ? off : S;
-	uint64_t first = start >> cf->shift, last = nsize >> cf->shift;
-	_cleanup_(scratch_done) struct scratch sc = { 0 };
-	int r = scratch_init(&sc, cf);
+	/* an extension re-seals everything up to the new final block; an overwrite inside
+	 * the file only the blocks it touches */
+	uint64_t first = start >> cf->shift, final = nsize >> cf->shift;
+	uint64_t last = nsize > S || len == 0 ? final : (off + len - 1) >> cf->shift;
+	size_t lens[CHUNK_BLOCKS];
+	int r = scratch(cf, (size_t)(last - first + 1 < CHUNK_BLOCKS ? last - first + 1 : CHUNK_BLOCKS));
 	if (r < 0)
 		return r;
-	size_t lens[CHUNK_BLOCKS];
 	for (uint64_t i = first; i <= last;) {
 		size_t count = (size_t)(last - i + 1 < CHUNK_BLOCKS ? last - i + 1 : CHUNK_BLOCKS);
 		for (size_t k = 0; k < count; k++) {
 			uint64_t bi = i + k, bs = bi << cf->shift;
-			uint8_t *p = sc.pt + k * B;
+			uint8_t *p = cf->pt + k * B;
 			size_t l = blen(cf, nsize, bi), ol = blen(cf, S, bi);
 			lens[k] = l;
 			/* old bytes are needed unless the write covers every old byte kept */
 			bool covered = off <= bs && off + len >= bs + (ol < l ? ol : l);
 			if (ol > 0 && !covered) {
-				r = get_blocks(cf, bi, 1, p, sc.ct);
-				if (r < 0)
+				r = get_blocks(cf, bi, 1, p, cf->ct);
+				if (r < 0) {
+					scratch_wipe(cf, count);
 					return r;
+				}
 			}
 			if (ol < B)
 				memset(p + ol, 0, (size_t)(B - ol));
@@ -354,7 +388,8 @@ static int rewrite(struct phi_cfile *cf, const uint8_t *buf, size_t len, uint64_
 				}
 			}
 		}
-		r = put_blocks(cf, i, count, sc.pt, lens, i + count - 1 == last, sc.ct);
+		r = put_blocks(cf, i, count, cf->pt, lens, i + count - 1 == final, cf->ct);
+		scratch_wipe(cf, count);
 		if (r < 0) {
 			/* the store may now hold a mix: our view is unknown, make it re-derivable */
 			uint64_t cs;
@@ -411,16 +446,16 @@ int phi_cfile_truncate(struct phi_cfile *cf, uint64_t size)
 	/* shrink: re-seal the block that becomes final, then cut the ciphertext after it */
 	uint64_t t = size >> cf->shift;
 	size_t l = (size_t)(size & (bsz(cf) - 1));
-	_cleanup_(scratch_done) struct scratch sc = { 0 };
-	int r = scratch_init(&sc, cf);
+	int r = scratch(cf, 1);
 	if (r < 0)
 		return r;
 	if (l > 0) {
-		r = get_blocks(cf, t, 1, sc.pt, sc.ct);
+		r = get_blocks(cf, t, 1, cf->pt, cf->ct);
 		if (r < 0)
 			return r;
 	}
-	r = put_blocks(cf, t, 1, sc.pt, &l, true, sc.ct);
+	r = put_blocks(cf, t, 1, cf->pt, &l, true, cf->ct);
+	scratch_wipe(cf, 1);
 	if (r >= 0)
 		r = cf->s->ops->truncate(cf->o, ct_size_for(cf, size));
 	if (r < 0) {
@@ -438,18 +473,18 @@ int phi_cfile_verify(struct phi_cfile *cf, uint64_t *ret_block)
 		*ret_block = (cf->ctsize - PHI_CF_HDR) / (bsz(cf) + PHI_GCM_OVERHEAD);
 		return -EIO;
 	}
-	_cleanup_(scratch_done) struct scratch sc = { 0 };
-	int r = scratch_init(&sc, cf);
+	int r = scratch(cf, CHUNK_BLOCKS);
 	if (r < 0)
 		return r;
 	uint64_t last = cf->size >> cf->shift;
 	for (uint64_t i = 0; i <= last;) {
 		size_t count = (size_t)(last - i + 1 < CHUNK_BLOCKS ? last - i + 1 : CHUNK_BLOCKS);
-		r = get_blocks(cf, i, count, sc.pt, sc.ct);
+		r = get_blocks(cf, i, count, cf->pt, cf->ct);
+		scratch_wipe(cf, count);
 		if (r == -EIO) {
 			/* find the exact block */
 			for (size_t k = 0; k < count; k++)
-				if (get_blocks(cf, i + k, 1, sc.pt, sc.ct) < 0) {
+				if (get_blocks(cf, i + k, 1, cf->pt, cf->ct) < 0) {
 					*ret_block = i + k;
 					return -EIO;
 				}

@@ -7,7 +7,7 @@ phi_setup p1
 rounds=${PHI_CRASH_ROUNDS:-3}
 for round in $(seq "$rounds"); do
 	phi_mount
-	python3 - "$MNT/p1" "$round" <<'PY' &
+	python3 - "$MNT/p1" "$round" 2>/dev/null <<'PY' &
 import hashlib, os, random, sys, struct
 from multiprocessing import Process
 d, rnd = sys.argv[1], int(sys.argv[2])
