@@ -60,6 +60,10 @@ static int err(const char *fmt, ...)
 
 static int usage(FILE *f)
 {
+	if (f == stderr) {
+		fputs("usage: phifs-key --store STORE [--key-file FILE] COMMAND [ARGS] (see --help)\n", f);
+		return 2;
+	}
 	fputs("usage: phifs-key --store STORE [--key-file FILE] COMMAND [ARGS]\n"
 	      "commands:\n"
 	      "  init                      create a new master key file and a new store\n"
@@ -766,8 +770,8 @@ int main(int argc, char *argv[])
 				return usage(stderr);
 		}
 	if (!found) {
-		err("unknown command '%s'", cmd);
-		return usage(stderr);
+		err("unknown command (see --help)");
+		return 2;
 	}
 	if (phi_crypto_init() < 0)
 		return err("cannot initialise the crypto library");

@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "phifs/cfile.h"
 #include "phifs/crypto.h"
 #include "phifs/keys.h"
 #include "phifs/names.h"
@@ -434,9 +435,119 @@ static int rm_fn(const char *p, const struct stat *st, int type, struct FTW *ftw
 	return remove(p);
 }
 
-int main(void)
+/* ---- helper modes for test-phifs-key.sh (no FUSE needed) ----
+ *   test-keys populate STORE KEYFILE PATIENT NAME...   write files with known content
+ *   test-keys verify STORE KEYFILE PATIENT NAME...     read them back and compare
+ * NAME is "file" or "dir/file"; "a=b" makes b a hard link of a (verify: b holds a's content). */
+
+#define POP_SIZE 300000
+
+static void content_of(const char *name, uint8_t *buf, size_t n)
+{
+	size_t l = strlen(name);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = i % (l + 8) < 7 ? (uint8_t)"MARKER-"[i % (l + 8)]
+					 : i % (l + 8) == l + 7 ? '\n' : (uint8_t)name[i % (l + 8) - 7];
+}
+
+/* store path of a plaintext "dir/file" or "file" of the patient; creates dir if asked */
+static void store_path(struct phi_store *s, const struct phi_pkeys *pk, const char *name,
+		       bool mkdirs, char out[1024])
+{
+	char dir[1024], comp[256];
+	snprintf(dir, sizeof(dir), "data/%s", pk->tag);
+	const char *p = name;
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		size_t l = slash ? (size_t)(slash - p) : strlen(p);
+		memcpy(comp, p, l);
+		comp[l] = 0;
+		uint8_t did[PHI_DIRID_LEN];
+		CHECK_OK(phi_dir_id(s, dir, did));
+		struct phi_ename en;
+		CHECK_OK(phi_name_encrypt(pk->name_key, did, comp, &en));
+		CHECK(!en.is_long);
+		size_t dl = strlen(dir);
+		snprintf(dir + dl, sizeof(dir) - dl, "/%s", en.store);
+		if (!slash)
+			break;
+		if (mkdirs) {
+			int r = phi_dir_create(s, dir, 0700);
+			CHECK(r == 0 || r == -EEXIST);
+		}
+		p = slash + 1;
+	}
+	memcpy(out, dir, sizeof(dir));
+}
+
+static int keyfn(void *ctx, uint32_t version, const struct phi_key **ret)
+{
+	return phi_pkeys_content(ctx, version, ret);
+}
+
+static int helper(int argc, char **argv)
+{
+	CHECK(argc >= 5);
+	bool populate = !strcmp(argv[1], "populate");
+	_cleanup_key_ struct phi_key *m = NULL;
+	_cleanup_store_ struct phi_store *s = NULL;
+	struct phi_keyring *kr = NULL;
+	struct phi_pkeys *pk = NULL;
+	CHECK_OK(phi_master_load(argv[3], &m));
+	CHECK_OK(phi_store_open(argv[2], NULL, &s));
+	CHECK_OK(phi_keyring_open(s, m, &kr));
+	CHECK_OK(phi_patient_load(kr, argv[4], &pk));
+	CHECK(!pk->shredded);
+	uint8_t *want = malloc(POP_SIZE), *got = malloc(POP_SIZE);
+	CHECK(want && got);
+	for (int i = 5; i < argc; i++) {
+		char name[256], path[1024], target[1024];
+		snprintf(name, sizeof(name), "%s", argv[i]);
+		char *eq = strchr(name, '=');
+		if (eq) {
+			*eq = 0;
+			store_path(s, pk, eq + 1, populate, path);
+			if (populate) {
+				store_path(s, pk, name, false, target);
+				CHECK_OK(s->ops->link(s, target, path));
+				continue;
+			}
+		} else
+			store_path(s, pk, name, populate, path);
+		content_of(name, want, POP_SIZE);
+		struct phi_store_obj *o;
+		struct phi_cfile *cf;
+		if (populate) {
+			const struct phi_key *ck;
+			CHECK_OK(phi_pkeys_content(pk, pk->current, &ck));
+			CHECK_OK(s->ops->open(s, path, O_RDWR | O_CREAT | O_EXCL, 0600, &o));
+			CHECK_OK(phi_cfile_create(s, o, ck, pk->current, &cf));
+			CHECK_OK(phi_cfile_write(cf, want, POP_SIZE, 0));
+		} else {
+			size_t n;
+			CHECK_OK(s->ops->open(s, path, O_RDONLY, 0, &o));
+			CHECK_OK(phi_cfile_open(s, o, keyfn, pk, &cf));
+			CHECK_EQ(phi_cfile_size(cf), POP_SIZE);
+			CHECK_OK(phi_cfile_read(cf, got, POP_SIZE, 0, &n));
+			CHECK_EQ(n, POP_SIZE);
+			CHECK_MEM(got, want, POP_SIZE);
+		}
+		phi_cfile_free(cf);
+		CHECK_OK(s->ops->fsync(o, false));
+		CHECK_OK(s->ops->release(o));
+	}
+	free(want);
+	free(got);
+	phi_pkeys_free(pk);
+	phi_keyring_free(kr);
+	return 0;
+}
+
+int main(int argc, char **argv)
 {
 	CHECK_OK(phi_crypto_init());
+	if (argc > 1)
+		return helper(argc, argv);
 	CHECK(mkdtemp(root));
 	test_master();
 	test_store();

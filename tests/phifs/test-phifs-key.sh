@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# test-phifs-key: the phifs-key CLI end to end, without a mount.
+# Usage: test-phifs-key.sh PHIFS_KEY TEST_KEYS_HELPER
+set -euo pipefail
+PK=$1 HELPER=$2
+T=$(mktemp -d /tmp/test-phifs-key.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+STORE=$T/store KEY=$T/master.key
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+K() { "$PK" --store "$STORE" --key-file "$KEY" "$@"; }
+# expect RC REGEX CMD...: exit status and a stderr line matching REGEX, no key material
+expect() {
+	local rc=$1 re=$2; shift 2
+	local got=0
+	"$@" >"$T/out" 2>"$T/err" || got=$?
+	[ "$got" = "$rc" ] || fail "$* exited $got, want $rc: $(cat "$T/err")"
+	grep -Eq -e "$re" "$T/err" || fail "$*: stderr '$(cat "$T/err")' lacks /$re/"
+	[ "$(wc -l <"$T/err")" -le 1 ] || fail "$*: more than one error line: $(cat "$T/err")"
+	if [ -s "$KEY" ] && grep -qF "$(head -c 64 "$KEY")" "$T/err" "$T/out"; then fail "key in output"; fi
+	if grep -q alice "$T/err"; then fail "patient id in an error"; fi
+}
+snap() { (cd "$STORE" && find . -type f -print0 | sort -z | xargs -0 sha256sum; find . | sort); }
+versions() { # key version (content header bytes 8..11) of every content file
+	find "$STORE/data" -type f ! -name '.*' ! -name '*.n' -print0 | xargs -0 -n1 \
+		sh -c 'od -An -tu1 -j8 -N4 "$1" | awk "{print \$4}"' _ | sort | uniq -c | awk '{print $2":"$1}' | tr '\n' ' '
+}
+
+# ---- usage ----
+expect 2 usage "$PK"
+expect 2 "unknown command" "$PK" --store "$STORE" frobnicate
+expect 2 usage "$PK" --store "$STORE" add
+ok "usage errors exit 2"
+
+# ---- init ----
+K init >/dev/null
+[ "$(stat -c %a "$KEY")" = 600 ] || fail "key file mode"
+grep -Eqx '[0-9a-f]{64}' "$KEY" || fail "key file format"
+[ -f "$STORE/phifs.hdr" ] && [ -d "$STORE/keys" ] && [ -d "$STORE/data" ] || fail "store layout"
+[ "$(head -c 4 "$STORE/phifs.hdr")" = PHFS ] || fail "header magic"
+[ "$(stat -c %s "$STORE/phifs.hdr")" = 84 ] || fail "header size"
+expect 1 "already exists" K init
+expect 1 "already a phifs store" "$PK" --store "$STORE" --key-file "$T/other.key" init
+[ ! -e "$T/other.key" ] || fail "init on an existing store left a key file"
+ok "init: 0600 hex key file, header, keys/ and data/; refuses to overwrite"
+
+# ---- add, list ----
+K add alice >/dev/null
+K add bob >/dev/null
+expect 1 "patient already exists" K add alice
+expect 1 "invalid patient id" K add ../x
+K list >"$T/list"
+[ "$(wc -l <"$T/list")" = 2 ] || fail "list lines"
+grep -Pqx 'alice\t[A-Za-z0-9_-]{22}\t1\t1\tactive' "$T/list" || fail "list format: $(cat "$T/list")"
+[ "$(cut -f1 "$T/list" | tr '\n' ' ')" = "alice bob " ] || fail "list order"
+ALICE_TAG=$(grep -P '^alice\t' "$T/list" | cut -f2)
+BOB_TAG=$(grep -P '^bob\t' "$T/list" | cut -f2)
+[ -f "$STORE/keys/$ALICE_TAG" ] && [ -f "$STORE/data/$ALICE_TAG/.d" ] || fail "patient layout"
+ok "add and list"
+
+# ---- content files (written by the helper), rotate ----
+"$HELPER" populate "$STORE" "$KEY" alice f1 d/f2 f1=hl
+"$HELPER" populate "$STORE" "$KEY" bob b1
+[ "$(K rotate alice)" = 2 ] || fail "rotate prints the new version"
+"$HELPER" populate "$STORE" "$KEY" alice f3
+grep -Pq '^alice\t\S+\t2\t1,2\tactive' <(K list) || fail "list after rotate"
+[ "$(versions)" = "1:4 2:1 " ] || fail "versions after rotate: $(versions)"
+"$HELPER" verify "$STORE" "$KEY" alice f1 d/f2 f1=hl f3
+K check >"$T/check"
+grep -qx "5 files ok, 0 damaged" "$T/check" || fail "check: $(cat "$T/check")"
+ok "rotate: new files use v2, v1 files stay readable, check passes"
+
+# ---- rewrap ----
+exec 9<>"$STORE/.lock" # what a mount does: a shared flock on STORE/.lock
+flock -s 9
+expect 1 "store is mounted" K rewrap alice
+expect 1 "store is mounted" K rekey-master --new-key-file "$T/n.key"
+[ ! -e "$T/n.key" ] || fail "rekey-master created a key while locked"
+exec 9>&-
+ok "rewrap and rekey-master refuse while the store is mounted (shared lock held)"
+K rewrap alice >/dev/null
+[ "$(versions)" = "1:1 2:4 " ] || fail "versions after rewrap: $(versions)"
+grep -Pq '^alice\t\S+\t2\t2\tactive' <(K list) || fail "list after rewrap: $(K list)"
+"$HELPER" verify "$STORE" "$KEY" alice f1 d/f2 f1=hl f3
+"$HELPER" verify "$STORE" "$KEY" bob b1
+[ "$(find "$STORE/data/$ALICE_TAG" -type f -links 2 | wc -l)" = 2 ] || fail "hard link split by rewrap"
+[ -z "$(find "$STORE" -name '.rewrap.tmp')" ] || fail "rewrap temp left"
+K rewrap alice >/dev/null
+[ "$(versions)" = "1:1 2:4 " ] || fail "second rewrap changed something"
+ok "rewrap: every alice file on v2 (hard links kept), contents intact, bob untouched"
+
+# ---- no plaintext, no patient ids on the store ----
+if grep -rqa MARKER "$STORE"; then fail "plaintext content on the store"; fi
+if grep -rqaE 'alice|bob' "$STORE"; then fail "patient id in store contents"; fi
+if find "$STORE" | grep -qE 'alice|bob|f1|f2|f3'; then fail "plaintext name on the store"; fi
+ok "the store holds no plaintext and no patient id"
+
+# ---- damage is reported without PHI ----
+f=$(find "$STORE/data/$ALICE_TAG" -maxdepth 1 -type f ! -name '.*' -links 1 | head -1)
+cp "$f" "$T/orig"
+printf 'Z' | dd of="$f" bs=1 seek=5000 conv=notrunc status=none
+rc=0; K check >"$T/check" 2>"$T/checkerr" || rc=$?
+[ $rc = 1 ] || fail "check exit status on damage: $rc"
+grep -Pq "^data/$ALICE_TAG/\S+\tdamaged\tfile [0-9a-f]{32}\tblock 1$" "$T/check" || fail "damage line: $(cat "$T/check")"
+grep -qx "4 files ok, 1 damaged" "$T/check" || fail "damage summary: $(cat "$T/check")"
+if grep -qE 'alice|bob|MARKER' "$T/check" "$T/checkerr"; then fail "PHI in check output"; fi
+rc=0; K check bob >"$T/check" || rc=$?
+[ $rc = 0 ] && grep -qx "1 files ok, 0 damaged" "$T/check" || fail "check bob: $(cat "$T/check")"
+cp "$T/orig" "$f"
+ok "check reports the damaged file and block without PHI, exit 1"
+
+# ---- bad input: nothing changes ----
+before=$(snap)
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/wrong.key"; chmod 600 "$T/wrong.key"
+W() { "$PK" --store "$STORE" --key-file "$T/wrong.key" "$@"; }
+for cmd in list "add carol" "rotate alice" "shred alice --yes" "rewrap alice" check \
+	"rekey-master --new-key-file $T/n2.key"; do
+	# shellcheck disable=SC2086
+	expect 1 "master key does not open this store \(wrong key\?\)" W $cmd
+done
+[ ! -e "$T/n2.key" ] || fail "rekey-master with a wrong key created a key file"
+cp "$KEY" "$T/open.key"; chmod 644 "$T/open.key"
+expect 1 "key file .* must be mode 0600 and owned by uid $(id -u)" "$PK" --store "$STORE" --key-file "$T/open.key" list
+ln -s "$KEY" "$T/link.key"
+expect 1 "must not be a symlink" "$PK" --store "$STORE" --key-file "$T/link.key" list
+expect 1 "not found" "$PK" --store "$STORE" --key-file "$T/missing.key" list
+echo "not a key" >"$T/junk.key"; chmod 600 "$T/junk.key"
+expect 1 "64 hex digits" "$PK" --store "$STORE" --key-file "$T/junk.key" list
+(unset CREDENTIALS_DIRECTORY; expect 1 "CREDENTIALS_DIRECTORY" "$PK" --store "$STORE" list)
+cp "$STORE/phifs.hdr" "$T/hdr.bak"
+printf 'X' | dd of="$STORE/phifs.hdr" bs=1 seek=0 conv=notrunc status=none
+hdr_before=$(snap)
+expect 1 "store header is corrupt" K list
+expect 1 "store header is corrupt" K add carol
+[ "$(snap)" = "$hdr_before" ] || fail "store modified with a corrupt header"
+cp "$T/hdr.bak" "$STORE/phifs.hdr"
+[ "$(snap)" = "$before" ] || fail "store modified by failed commands"
+ok "wrong key, bad key files and a corrupt header: one clear error line, store unchanged"
+
+# ---- systemd credential ----
+mkdir "$T/creds"; cp "$KEY" "$T/creds/phifs-master-key"; chmod 600 "$T/creds/phifs-master-key"
+CREDENTIALS_DIRECTORY=$T/creds "$PK" --store "$STORE" list | grep -Pq '^alice\t' || fail "credential"
+ok "master key from \$CREDENTIALS_DIRECTORY"
+
+# ---- rekey-master ----
+data_before=$(cd "$STORE/data" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+K rekey-master --new-key-file "$T/new.key" >"$T/out"
+grep -q "switch" "$T/out" || fail "rekey-master tells the operator to switch"
+[ "$(stat -c %a "$T/new.key")" = 600 ] || fail "new key mode"
+data_after=$(cd "$STORE/data" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+[ "$data_before" = "$data_after" ] || fail "rekey-master touched file data"
+expect 1 "does not open this store" K list
+"$PK" --store "$STORE" --key-file "$T/new.key" list | grep -Pq '^alice\t\S+\t2\t2\tactive' || fail "new key"
+"$HELPER" verify "$STORE" "$T/new.key" alice f1 d/f2 f1=hl f3
+[ -z "$(find "$STORE" -name '*.rekey')" ] || fail "rekey temp files left"
+cp "$T/new.key" "$KEY"
+ok "rekey-master: data untouched, old master rejected, new master reads everything"
+
+# ---- shred ----
+expect 2 "--yes" K shred bob
+K shred bob --yes >/dev/null
+[ "$(stat -c %s "$STORE/keys/$BOB_TAG")" = 30 ] || fail "tombstone size"
+[ "$(head -c 4 "$STORE/keys/$BOB_TAG")" = PHFK ] || fail "tombstone magic"
+K list >"$T/list"
+grep -Pqx "\-\t$BOB_TAG\t-\t-\tshredded" "$T/list" || fail "list after shred: $(cat "$T/list")"
+expect 1 "patient was shredded" K rotate bob
+expect 1 "patient already exists" K add bob
+K check >"$T/check" || fail "check after shred"
+grep -Pq "^data/$BOB_TAG/\S+\tshredded$" "$T/check" || fail "check does not report shredded: $(cat "$T/check")"
+grep -qx "4 files ok, 0 damaged, 1 shredded" "$T/check" || fail "summary after shred: $(cat "$T/check")"
+if "$HELPER" verify "$STORE" "$KEY" bob b1 2>/dev/null; then fail "shredded data readable"; fi
+"$HELPER" verify "$STORE" "$KEY" alice f1 d/f2 f1=hl f3
+ok "shred: tombstone, reported by list and check, alice unaffected"
+
+if grep -rqaE 'alice|bob|carol' "$STORE"; then fail "patient id on the store"; fi
+if find "$STORE" | grep -qE 'alice|bob|carol'; then fail "patient id in a store name"; fi
+ok "no patient id anywhere on the store"
