@@ -348,9 +348,15 @@ static int cmd_rekey(struct ctx *c)
 
 /* ---- walking a patient tree (store paths only: ciphertext names) ---- */
 
+/* A complete new ciphertext of a hard-linked file X, waiting to be copied over X in place
+ * (rewrap). Left behind only by a crash; the next rewrap finishes the copy. */
+#define PENDING_PREFIX ".rewrap."
+#define REWRAP_TMP ".rewrap.tmp"
+
 struct ent {
 	char name[PHI_STORE_NAME_MAX + 1];
 	uint32_t type;
+	bool pending;
 };
 struct entlist {
 	struct ent *e;
@@ -360,7 +366,9 @@ struct entlist {
 static int entlist_fn(void *ctx, const char *name, uint32_t type)
 {
 	struct entlist *el = ctx;
-	if (name[0] == '.')
+	bool pending = !strncmp(name, PENDING_PREFIX, strlen(PENDING_PREFIX)) &&
+		       strcmp(name, REWRAP_TMP) != 0 && name[strlen(PENDING_PREFIX)];
+	if (name[0] == '.' && !pending)
 		return 0;
 	size_t len = strlen(name);
 	if (len > PHI_STORE_NAME_MAX)
@@ -379,37 +387,49 @@ static int entlist_fn(void *ctx, const char *name, uint32_t type)
 	}
 	memcpy(el->e[el->n].name, name, len + 1);
 	el->e[el->n].type = type;
+	el->e[el->n].pending = pending;
 	el->n++;
 	return 0;
 }
 
 typedef int (*file_fn)(void *ctx, const char *dir, const char *path, const struct phi_store_stat *st);
+struct walker {
+	file_fn file;    /* every content file */
+	file_fn pending; /* PENDING_PREFIX entries, before the files of their directory; or NULL */
+};
 
-static int walk(struct phi_store *s, const char *dir, unsigned depth, file_fn fn, void *ctx)
+static int walk(struct phi_store *s, const char *dir, unsigned depth, const struct walker *w,
+		void *ctx)
 {
 	if (depth > WALK_DEPTH_MAX)
 		return -ELOOP;
 	struct entlist el = { 0 };
 	int r = s->ops->readdir(s, dir, entlist_fn, &el);
-	for (size_t i = 0; r >= 0 && i < el.n; i++) {
-		_cleanup_free_ char *path = NULL;
-		if (asprintf(&path, "%s/%s", dir, el.e[i].name) < 0) {
-			r = -ENOMEM;
-			break;
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; r >= 0 && i < el.n; i++) {
+			if (el.e[i].pending != (pass == 0))
+				continue;
+			_cleanup_free_ char *path = NULL;
+			if (asprintf(&path, "%s/%s", dir, el.e[i].name) < 0) {
+				r = -ENOMEM;
+				break;
+			}
+			struct phi_store_stat st;
+			r = s->ops->getattr(s, path, &st);
+			if (r == -ENOENT) {
+				r = 0;
+				continue;
+			}
+			if (r < 0)
+				break;
+			if (el.e[i].pending) {
+				if (w->pending && S_ISREG(st.mode))
+					r = w->pending(ctx, dir, path, &st);
+			} else if (S_ISDIR(st.mode))
+				r = walk(s, path, depth + 1, w, ctx);
+			else if (S_ISREG(st.mode))
+				r = w->file(ctx, dir, path, &st);
 		}
-		struct phi_store_stat st;
-		r = s->ops->getattr(s, path, &st);
-		if (r == -ENOENT) {
-			r = 0;
-			continue;
-		}
-		if (r < 0)
-			break;
-		if (S_ISDIR(st.mode))
-			r = walk(s, path, depth + 1, fn, ctx);
-		else if (S_ISREG(st.mode))
-			r = fn(ctx, dir, path, &st);
-	}
 	free(el.e);
 	return r;
 }
@@ -508,6 +528,40 @@ static int copy_raw(struct phi_store *s, struct phi_store_obj *src, struct phi_s
 	return r;
 }
 
+/* Copy a complete pending ciphertext dir/.rewrap.X over dir/X in place, then drop it. */
+static int rewrap_pending(void *ctx, const char *dir, const char *path, const struct phi_store_stat *st)
+{
+	struct rewrap_ctx *rc = ctx;
+	struct phi_store *s = rc->s;
+	(void)st;
+	_cleanup_free_ char *target = NULL;
+	const char *base = strrchr(path, '/') + 1 + strlen(PENDING_PREFIX);
+	if (asprintf(&target, "%s/%s", dir, base) < 0)
+		return -ENOMEM;
+	struct phi_store_stat tst;
+	int r = s->ops->getattr(s, target, &tst);
+	if (r == 0) {
+		_cleanup_sobj_ struct sobj src = { .s = s }, dst = { .s = s };
+		r = s->ops->open(s, path, O_RDONLY, 0, &src.o);
+		if (r >= 0)
+			r = s->ops->open(s, target, O_RDWR, 0, &dst.o);
+		if (r >= 0)
+			r = copy_raw(s, src.o, dst.o, rc->buf);
+		if (r >= 0)
+			r = s->ops->release(TAKE_PTR(dst.o));
+		if (r >= 0)
+			r = s->ops->utimens(s, target, (const struct timespec[2]){ tst.atime, tst.mtime });
+		if (r < 0)
+			return r;
+		rc->done++;
+	} else if (r != -ENOENT)
+		return r;
+	r = s->ops->unlink(s, path);
+	if (r >= 0)
+		r = s->ops->fsync_dir(s, dir);
+	return r;
+}
+
 static int rewrap_file(void *ctx, const char *dir, const char *path, const struct phi_store_stat *st)
 {
 	struct rewrap_ctx *rc = ctx;
@@ -529,7 +583,7 @@ static int rewrap_file(void *ctx, const char *dir, const char *path, const struc
 	if (r < 0)
 		return r;
 	_cleanup_free_ char *tmp = NULL;
-	if (asprintf(&tmp, "%s/.rewrap.tmp", dir) < 0)
+	if (asprintf(&tmp, "%s/" REWRAP_TMP, dir) < 0)
 		return -ENOMEM;
 	r = s->ops->open(s, tmp, O_RDWR | O_CREAT | O_TRUNC, st->mode & 07777, &tmpo.o);
 	if (r < 0)
@@ -540,20 +594,25 @@ static int rewrap_file(void *ctx, const char *dir, const char *path, const struc
 	if (r >= 0)
 		r = s->ops->fsync(tmpo.o, false);
 	if (r >= 0 && st->nlink > 1) {
-		/* hard-linked: a rename would split the links, so copy the new ciphertext over
-		 * the original in place (not crash-atomic, see docs/format.md) */
-		_cleanup_sobj_ struct sobj dst = { .s = s };
-		r = s->ops->open(s, path, O_RDWR, 0, &dst.o);
+		/* hard-linked: a rename would split the links, so the new ciphertext is copied
+		 * over the original in place. That copy is not crash-atomic; the complete new
+		 * ciphertext is kept as .rewrap.<name> until it is done, and a rerun finishes it
+		 * (docs/format.md). */
+		_cleanup_free_ char *pend = NULL;
+		if (asprintf(&pend, "%s/" PENDING_PREFIX "%s", dir, strrchr(path, '/') + 1) < 0)
+			return -ENOMEM;
+		r = s->ops->release(TAKE_PTR(tmpo.o));
 		if (r >= 0)
-			r = copy_raw(s, tmpo.o, dst.o, rc->buf);
+			r = s->ops->rename(s, tmp, pend, 0);
+		if (r >= 0)
+			r = s->ops->fsync_dir(s, dir);
+		if (r < 0) {
+			(void)s->ops->unlink(s, tmp);
+			return r;
+		}
+		phi_cfile_free(TAKE_PTR(old));
 		sodium_memzero(rc->buf, CHUNK);
-		if (r >= 0)
-			r = s->ops->release(TAKE_PTR(dst.o));
-		if (r >= 0)
-			r = s->ops->utimens(s, path, (const struct timespec[2]){ st->atime, st->mtime });
-		int u = s->ops->unlink(s, tmp);
-		if (r >= 0)
-			r = u;
+		return rewrap_pending(rc, dir, pend, st);
 	} else if (r >= 0) {
 		(void)s->ops->chown(s, tmp, st->uid, st->gid);
 		r = s->ops->release(TAKE_PTR(tmpo.o));
@@ -589,7 +648,7 @@ static int cmd_rewrap(struct ctx *c, const char *patient)
 	struct rewrap_ctx rc = { .s = c->s, .pk = pk, .buf = buf };
 	char root[8 + PHI_TAG_LEN];
 	snprintf(root, sizeof(root), "data/%s", pk->tag);
-	r = walk(c->s, root, 0, rewrap_file, &rc);
+	r = walk(c->s, root, 0, &(const struct walker){ rewrap_file, rewrap_pending }, &rc);
 	if (r < 0)
 		return err("rewrap failed after %zu files (older key versions kept; rerun to finish): %s",
 			   rc.done, strerror(-r));
@@ -677,7 +736,7 @@ static int check_one(void *ctx, const struct phi_pkeys *pk)
 	snprintf(root, sizeof(root), "data/%s", pk->tag);
 	cc->pk = pk;
 	size_t before = cc->shredded;
-	int r = walk(cc->s, root, 0, check_file, cc);
+	int r = walk(cc->s, root, 0, &(const struct walker){ check_file, NULL }, cc);
 	if (r == -ENOENT)
 		r = 0;
 	if (pk->shredded && cc->shredded == before)

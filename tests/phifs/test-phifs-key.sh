@@ -89,6 +89,20 @@ K rewrap alice >/dev/null
 [ "$(versions)" = "1:1 2:4 " ] || fail "second rewrap changed something"
 ok "rewrap: every alice file on v2 (hard links kept), contents intact, bob untouched"
 
+# ---- a crash during the in-place copy of a hard-linked file: the next rewrap finishes it ----
+[ "$(K rotate alice)" = 3 ] || fail "second rotate"
+f=$(find "$STORE/data/$ALICE_TAG" -maxdepth 1 -type f -links 2 | head -1)
+cp "$f" "$(dirname "$f")/.rewrap.$(basename "$f")" # the complete new ciphertext, kept until done
+printf 'torn' | dd of="$f" bs=1 seek=9000 conv=notrunc status=none
+if K check alice >/dev/null 2>&1; then fail "torn file not reported"; fi
+K rewrap alice >/dev/null
+[ "$(versions)" = "1:1 3:4 " ] || fail "versions after resumed rewrap: $(versions)"
+"$HELPER" verify "$STORE" "$KEY" alice f1 d/f2 f1=hl f3
+[ -z "$(find "$STORE" -name '.rewrap.*')" ] || fail "pending rewrap copy left"
+[ "$(find "$STORE/data/$ALICE_TAG" -type f -links 2 | wc -l)" = 2 ] || fail "hard link split"
+grep -Pq '^alice\t\S+\t3\t3\tactive' <(K list) || fail "list after resumed rewrap"
+ok "rewrap finishes an interrupted in-place copy of a hard-linked file"
+
 # ---- no plaintext, no patient ids on the store ----
 if grep -rqa MARKER "$STORE"; then fail "plaintext content on the store"; fi
 if grep -rqaE 'alice|bob' "$STORE"; then fail "patient id in store contents"; fi
@@ -150,7 +164,7 @@ grep -q "switch" "$T/out" || fail "rekey-master tells the operator to switch"
 data_after=$(cd "$STORE/data" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
 [ "$data_before" = "$data_after" ] || fail "rekey-master touched file data"
 expect 1 "does not open this store" K list
-"$PK" --store "$STORE" --key-file "$T/new.key" list | grep -Pq '^alice\t\S+\t2\t2\tactive' || fail "new key"
+"$PK" --store "$STORE" --key-file "$T/new.key" list | grep -Pq '^alice\t\S+\t3\t3\tactive' || fail "new key"
 "$HELPER" verify "$STORE" "$T/new.key" alice f1 d/f2 f1=hl f3
 [ -z "$(find "$STORE" -name '*.rekey')" ] || fail "rekey temp files left"
 cp "$T/new.key" "$KEY"
