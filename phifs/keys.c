@@ -830,8 +830,19 @@ int phi_patient_foreach(struct phi_keyring *kr, int (*fn)(void *ctx, const struc
 			break;
 		r = fn(ctx, pk);
 		phi_pkeys_free(pk);
-		if (r > 0)
-			r = 0; /* stop early */
+		if (r != 0)
+			break; /* >0: stop early; <0: abort */
+	}
+	free(tl.tags);
+	return r < 0 ? r : 0;
+}
+
+int phi_patient_foreach_tag(struct phi_keyring *kr, int (*fn)(void *ctx, const char *tag), void *ctx)
+{
+	struct taglist tl = { 0 };
+	int r = list_tags(kr, &tl);
+	for (size_t i = 0; r >= 0 && i < tl.n; i++) {
+		r = fn(ctx, tl.tags[i]);
 		if (r != 0)
 			break;
 	}
@@ -895,6 +906,13 @@ int phi_keyring_rekey(struct phi_keyring *kr, const struct phi_key *new_master)
 		r = kr->s->ops->rename(kr->s, ".phifs.hdr.rekey", HDR_PATH, 0);
 	if (r >= 0)
 		r = kr->s->ops->fsync_dir(kr->s, "");
+	if (r < 0) { /* best effort: a rerun rewrites whatever is missing */
+		for (size_t i = 0; i < tl.n; i++) {
+			snprintf(tmp, sizeof(tmp), "keys/.%s.rekey", tl.tags[i]);
+			(void)kr->s->ops->unlink(kr->s, tmp);
+		}
+		(void)kr->s->ops->unlink(kr->s, ".phifs.hdr.rekey");
+	}
 	free(tl.tags);
 	if (r < 0)
 		return r;

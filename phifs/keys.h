@@ -86,6 +86,9 @@ int phi_patient_shred(struct phi_keyring *kr, const char *patient);
 /* Iterate patients (by key file): fn gets each loaded pkeys; return <0 to abort. */
 int phi_patient_foreach(struct phi_keyring *kr,
 			int (*fn)(void *ctx, const struct phi_pkeys *pk), void *ctx);
+/* Iterate the tags of all key files (sorted), without loading them: lets a caller handle a
+ * corrupt key file per patient. fn returns 0 to go on, >0 to stop, <0 to abort. */
+int phi_patient_foreach_tag(struct phi_keyring *kr, int (*fn)(void *ctx, const char *tag), void *ctx);
 /* Re-seal the header and every key file under new_master. File data is untouched.
  * Writes every new key file before replacing any (a crash leaves the old master working). */
 int phi_keyring_rekey(struct phi_keyring *kr, const struct phi_key *new_master);

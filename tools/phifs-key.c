@@ -214,13 +214,14 @@ struct list_line {
 	char key[PHI_PATIENT_MAX + PHI_TAG_LEN + 2];
 };
 struct list_ctx {
+	struct phi_keyring *kr;
 	struct list_line *l;
 	size_t n, cap;
+	size_t corrupt;
 };
 
-static int list_fn(void *ctx, const struct phi_pkeys *pk)
+static int list_add(struct list_ctx *lc, const char *tag, const struct phi_pkeys *pk)
 {
-	struct list_ctx *lc = ctx;
 	if (lc->n == lc->cap) {
 		size_t nc = lc->cap ? lc->cap * 2 : 64;
 		void *np = realloc(lc->l, nc * sizeof(*lc->l));
@@ -230,6 +231,15 @@ static int list_fn(void *ctx, const struct phi_pkeys *pk)
 		lc->cap = nc;
 	}
 	struct list_line *ln = &lc->l[lc->n];
+	if (!pk) {
+		/* a key file that does not parse or authenticate: listed, not fatal */
+		if (asprintf(&ln->text, "-\t%s\t-\t-\tcorrupt", tag) < 0)
+			return -ENOMEM;
+		snprintf(ln->key, sizeof(ln->key), "\x7f\x7f%s", tag);
+		lc->n++;
+		lc->corrupt++;
+		return 0;
+	}
 	struct phi_buf b;
 	phi_buf_init(&b, 1u << 16);
 	char tmp[64];
@@ -261,6 +271,22 @@ static int list_fn(void *ctx, const struct phi_pkeys *pk)
 	return 0;
 }
 
+static int list_fn(void *ctx, const char *tag)
+{
+	struct list_ctx *lc = ctx;
+	struct phi_pkeys *pk;
+	int r = phi_patient_load_tag(lc->kr, tag, &pk);
+	if (r == -ENOENT)
+		return 0;
+	if (r == -EBADMSG)
+		return list_add(lc, tag, NULL);
+	if (r < 0)
+		return r;
+	r = list_add(lc, tag, pk);
+	phi_pkeys_free(pk);
+	return r;
+}
+
 static int line_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct list_line *)a)->key, ((const struct list_line *)b)->key);
@@ -271,8 +297,8 @@ static int cmd_list(struct ctx *c)
 	int r = open_all(c, false);
 	if (r)
 		return r;
-	struct list_ctx lc = { 0 };
-	r = phi_patient_foreach(c->kr, list_fn, &lc);
+	struct list_ctx lc = { .kr = c->kr };
+	r = phi_patient_foreach_tag(c->kr, list_fn, &lc);
 	if (r >= 0) {
 		if (lc.n)
 			qsort(lc.l, lc.n, sizeof(*lc.l), line_cmp);
@@ -284,6 +310,9 @@ static int cmd_list(struct ctx *c)
 	free(lc.l);
 	if (r < 0)
 		return patient_err(r);
+	if (lc.corrupt)
+		return err("%zu key file%s on the store %s corrupt", lc.corrupt,
+			   lc.corrupt == 1 ? "" : "s", lc.corrupt == 1 ? "is" : "are");
 	return 0;
 }
 
@@ -663,6 +692,7 @@ static int cmd_rewrap(struct ctx *c, const char *patient)
 /* ---- check ---- */
 
 struct check_ctx {
+	struct phi_keyring *kr;
 	struct phi_store *s;
 	const struct phi_pkeys *pk;
 	uint8_t *buf;
@@ -729,9 +759,8 @@ static int check_file(void *ctx, const char *dir, const char *path, const struct
 	return 0;
 }
 
-static int check_one(void *ctx, const struct phi_pkeys *pk)
+static int check_one(struct check_ctx *cc, const struct phi_pkeys *pk)
 {
-	struct check_ctx *cc = ctx;
 	char root[8 + PHI_TAG_LEN];
 	snprintf(root, sizeof(root), "data/%s", pk->tag);
 	cc->pk = pk;
@@ -745,6 +774,25 @@ static int check_one(void *ctx, const struct phi_pkeys *pk)
 	return r;
 }
 
+static int check_tag(void *ctx, const char *tag)
+{
+	struct check_ctx *cc = ctx;
+	struct phi_pkeys *pk;
+	int r = phi_patient_load_tag(cc->kr, tag, &pk);
+	if (r == -ENOENT)
+		return 0;
+	if (r == -EBADMSG) {
+		printf("keys/%s\tdamaged\tkey file\n", tag);
+		cc->damaged++;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	r = check_one(cc, pk);
+	phi_pkeys_free(pk);
+	return r;
+}
+
 static int cmd_check(struct ctx *c, const char *patient)
 {
 	int r = open_all(c, false);
@@ -753,7 +801,7 @@ static int cmd_check(struct ctx *c, const char *patient)
 	_cleanup_sodium_ uint8_t *buf = sodium_malloc(CHUNK);
 	if (!buf)
 		return err("out of memory");
-	struct check_ctx cc = { .s = c->s, .buf = buf };
+	struct check_ctx cc = { .kr = c->kr, .s = c->s, .buf = buf };
 	if (patient) {
 		_cleanup_pkeys_free_ struct phi_pkeys *pk = NULL;
 		r = phi_patient_load(c->kr, patient, &pk);
@@ -761,7 +809,7 @@ static int cmd_check(struct ctx *c, const char *patient)
 			return patient_err(r);
 		r = check_one(&cc, pk);
 	} else
-		r = phi_patient_foreach(c->kr, check_one, &cc);
+		r = phi_patient_foreach_tag(c->kr, check_tag, &cc);
 	if (r < 0)
 		return err("check failed: %s", strerror(-r));
 	printf("%zu files ok, %zu damaged", cc.ok, cc.damaged);

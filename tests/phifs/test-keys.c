@@ -157,6 +157,19 @@ static int count_fn(void *ctx, const struct phi_pkeys *pk)
 	return 0;
 }
 
+static int stop_fn(void *ctx, const struct phi_pkeys *pk)
+{
+	(void)pk;
+	((struct count *)ctx)->n++;
+	return 1;
+}
+static int tag_fn(void *ctx, const char *tag)
+{
+	CHECK_EQ(strlen(tag), PHI_TAG_LEN);
+	((struct count *)ctx)->n++;
+	return 0;
+}
+
 static void test_store(void)
 {
 	_cleanup_key_ struct phi_key *m = NULL, *wrong = NULL, *m2 = NULL;
@@ -405,6 +418,12 @@ static void test_store(void)
 	CHECK_OK(phi_patient_foreach(kr, count_fn, &cnt));
 	CHECK_EQ(cnt.n, 3);
 	CHECK_EQ(cnt.shredded, 1);
+	struct count one = { 0, 0 };
+	CHECK_OK(phi_patient_foreach(kr, stop_fn, &one));
+	CHECK_EQ(one.n, 1);
+	struct count tags = { 0, 0 };
+	CHECK_OK(phi_patient_foreach_tag(kr, tag_fn, &tags));
+	CHECK_EQ(tags.n, 3);
 	phi_keyring_free(kr);
 }
 

@@ -123,6 +123,22 @@ rc=0; K check bob >"$T/check" || rc=$?
 cp "$T/orig" "$f"
 ok "check reports the damaged file and block without PHI, exit 1"
 
+# ---- a corrupt key file is reported per patient ----
+cp "$STORE/keys/$BOB_TAG" "$T/bobkeys"
+printf 'Z' | dd of="$STORE/keys/$BOB_TAG" bs=1 seek=40 conv=notrunc status=none
+rc=0; K list >"$T/list" 2>"$T/err" || rc=$?
+[ $rc = 1 ] || fail "list with a corrupt key file exited $rc"
+grep -Pqx "\-\t$BOB_TAG\t-\t-\tcorrupt" "$T/list" || fail "corrupt line: $(cat "$T/list")"
+grep -Pq '^alice\t' "$T/list" || fail "list stops at a corrupt key file"
+grep -q "corrupt" "$T/err" || fail "list error line"
+rc=0; K check >"$T/check" 2>/dev/null || rc=$?
+[ $rc = 1 ] || fail "check with a corrupt key file exited $rc"
+grep -Pqx "keys/$BOB_TAG\tdamaged\tkey file" "$T/check" || fail "check: $(cat "$T/check")"
+grep -qx "4 files ok, 1 damaged" "$T/check" || fail "check summary: $(cat "$T/check")"
+expect 1 "key file on the store is corrupt" K rotate bob
+cp "$T/bobkeys" "$STORE/keys/$BOB_TAG"
+ok "a corrupt key file: list and check report it and go on"
+
 # ---- bad input: nothing changes ----
 before=$(snap)
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/wrong.key"; chmod 600 "$T/wrong.key"
