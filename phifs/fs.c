@@ -79,6 +79,7 @@ struct phifs {
 	struct node root;
 	struct node *table[NBUCKETS];
 	struct patient *patients;
+	struct timespec mounted;
 };
 
 /* ---- small helpers ---- */
@@ -98,9 +99,10 @@ static fuse_ino_t INO(struct phifs *fs, struct node *n)
 	return n == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
 }
 
+/* reply a 0 / -errno status */
 static void reply_err(fuse_req_t req, int r)
 {
-	fuse_reply_err(req, r < 0 ? -r : EIO);
+	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
 static time_t mono_s(void)
@@ -166,14 +168,16 @@ static void alias_add(struct node *n, struct node *parent, const char *name)
 	parent->refs++;
 }
 
-/* remove an alias; caller holds lock. Returns true if it was present. */
-static bool alias_del(struct phifs *fs, struct node *n, struct node *parent, const char *name)
+/* remove an alias; caller holds lock. Returns true if it was present. gone: the name was
+ * removed from the store (not moved), so a node left without names leaves the table. */
+static bool alias_del(struct phifs *fs, struct node *n, struct node *parent, const char *name,
+		      bool gone)
 {
 	for (size_t i = 0; i < n->nal; i++) {
 		if (n->al[i].parent == parent && !strcmp(n->al[i].name, name)) {
 			n->al[i] = n->al[n->nal - 1];
 			n->nal--;
-			if (n->nal == 0)
+			if (gone && n->nal == 0)
 				unhash(fs, n); /* its inode number may be reused by the store */
 			node_unref(fs, parent, 1);
 			return true;
@@ -447,9 +451,10 @@ static void to_stat(const struct phi_store_stat *ss, struct stat *st)
 	st->st_blocks = (blkcnt_t)((size + 511) / 512);
 }
 
-static void root_stat(struct stat *st)
+static void root_stat(const struct phifs *fs, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
+	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted;
 	st->st_ino = FUSE_ROOT_ID;
 	st->st_mode = S_IFDIR | 0755;
 	st->st_nlink = 2;
@@ -460,7 +465,7 @@ static int node_stat(struct phifs *fs, struct node *n, struct stat *st)
 	char path[PHI_STORE_PATH_MAX];
 	struct phi_store_stat ss;
 	if (n == &fs->root) {
-		root_stat(st);
+		root_stat(fs, st);
 		return 0;
 	}
 	int r = node_path(fs, n, path, sizeof(path));
@@ -844,7 +849,7 @@ static void drop_alias(struct phifs *fs, struct node *d, const char *sname, uint
 	pthread_mutex_lock(&fs->lock);
 	struct node *n = node_find(fs, bino);
 	if (n)
-		alias_del(fs, n, d, sname);
+		alias_del(fs, n, d, sname, true);
 	pthread_mutex_unlock(&fs->lock);
 }
 
@@ -1054,7 +1059,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		pos += 4 + strlen(name) + 1;
 		if ((off_t)i < off)
 			continue;
-		struct stat st = { .st_ino = 0, .st_mode = type << 12 };
+		/* a zero d_ino hides the entry from readdir(3); the kernel looks up real inodes anyway */
+		struct stat st = { .st_ino = (ino_t)i + 2, .st_mode = type << 12 };
 		size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)i + 1);
 		if (need > size - used)
 			break;
@@ -1165,14 +1171,14 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	pthread_mutex_lock(&fs->lock);
 	struct node *na = node_find(fs, sa.ino), *nb = have_b ? node_find(fs, sb.ino) : NULL;
 	if (flags & RENAME_EXCHANGE) {
-		if (na && alias_del(fs, na, d, a.e.store))
+		if (na && alias_del(fs, na, d, a.e.store, false))
 			alias_add(na, nd, b.e.store);
-		if (nb && alias_del(fs, nb, nd, b.e.store))
+		if (nb && alias_del(fs, nb, nd, b.e.store, false))
 			alias_add(nb, d, a.e.store);
 	} else {
 		if (nb)
-			alias_del(fs, nb, nd, b.e.store);
-		if (na && alias_del(fs, na, d, a.e.store))
+			alias_del(fs, nb, nd, b.e.store, true);
+		if (na && alias_del(fs, na, d, a.e.store, false))
 			alias_add(na, nd, b.e.store);
 	}
 	pthread_mutex_unlock(&fs->lock);
@@ -1516,6 +1522,7 @@ int phifs_new(struct phi_store *s, struct phi_keyring *kr, const struct phifs_op
 	fs->kr = kr;
 	fs->opts = *opts;
 	fs->root.kind = K_ROOT;
+	clock_gettime(CLOCK_REALTIME, &fs->mounted);
 	fs->root.refs = 1;
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->root.io, NULL);

@@ -176,8 +176,8 @@ int main(int argc, char *argv[])
 	fuse_daemonize(fo.foreground);
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);
-	fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads > 0 ? fo.max_idle_threads : 10);
-	fuse_loop_cfg_set_max_threads(lc, fo.max_threads > 0 ? fo.max_threads : 16);
+	fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads > 0 && fo.max_idle_threads <= 1024 ? fo.max_idle_threads : 10);
+	fuse_loop_cfg_set_max_threads(lc, fo.max_threads > 0 && fo.max_threads <= 1024 ? fo.max_threads : 16);
 	ret = fo.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	ret = ret != 0;
 	fuse_session_unmount(se);

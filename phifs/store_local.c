@@ -81,9 +81,13 @@ static int sys_openat2(int dfd, const char *path, int flags, mode_t mode)
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
 	long r;
-	do
+	/* RESOLVE_BENEATH asks for a retry (EAGAIN) when a rename races the lookup;
+	 * bounded, so a busy renamer cannot make us spin. */
+	for (int tries = 0;; tries++) {
 		r = syscall(SYS_openat2, dfd, path, &how, sizeof how);
-	while (r < 0 && errno == EAGAIN); /* RESOLVE_* may ask for a retry on a racing rename */
+		if (r >= 0 || errno != EAGAIN || tries >= 16)
+			break;
+	}
 	return r < 0 ? phi_neg_errno() : (int)r;
 }
 
@@ -120,8 +124,12 @@ static int walk_openat(int root, const char *path, int flags, mode_t mode)
 static int open_beneath(const struct local_store *ls, const char *path, int flags, mode_t mode)
 {
 	flags |= O_CLOEXEC | O_NOFOLLOW;
-	if (ls->have_openat2)
-		return sys_openat2(ls->dirfd, path, flags, mode);
+	if (ls->have_openat2) {
+		int fd = sys_openat2(ls->dirfd, path, flags, mode);
+		/* ENOSYS: a seccomp filter installed after the store was opened */
+		if (fd != -ENOSYS)
+			return fd;
+	}
 	return walk_openat(ls->dirfd, path, flags, mode);
 }
 
@@ -294,8 +302,9 @@ static int local_chmod(struct phi_store *s, const char *path, uint32_t mode)
 	int r = at_path_get(to_local(s), path, true, O_PATH, &a);
 	if (r < 0)
 		return r;
-	/* glibc implements AT_SYMLINK_NOFOLLOW (fchmodat2, or O_PATH + /proc);
-	 * a symlink gives -EOPNOTSUPP, which is what Linux does for symlinks. */
+	/* glibc implements AT_SYMLINK_NOFOLLOW (fchmodat2 on glibc >= 2.39, before
+	 * that O_PATH + /proc/self/fd, so /proc must be mounted); a symlink gives
+	 * -EOPNOTSUPP, which is what Linux does for symlinks. */
 	return RET_NERRNO(fchmodat(a.dfd, a.leaf, (mode_t)(mode & 07777), AT_SYMLINK_NOFOLLOW));
 }
 
