@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <inttypes.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -35,6 +36,7 @@ struct ctx {
 	struct phi_store *s;
 	struct phi_keyring *kr;
 	int lock_fd;
+	int keys_fd; /* flock on STORE/keys: serialises read-modify-write of key files */
 };
 
 static void ctx_done(struct ctx *c)
@@ -44,6 +46,8 @@ static void ctx_done(struct ctx *c)
 	phi_key_free(c->master);
 	if (c->lock_fd >= 0)
 		(void)close(c->lock_fd);
+	if (c->keys_fd >= 0)
+		(void)close(c->keys_fd);
 }
 
 static int err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -152,9 +156,39 @@ static int open_all(struct ctx *c, bool exclusive)
 	}
 }
 
-static bool is_local(const char *url)
+static const char *local_root(const char *url)
 {
-	return !strstr(url, "://") || !strncmp(url, "file://", 7);
+	if (!strstr(url, "://"))
+		return url;
+	if (!strncmp(url, "file://", 7))
+		return !strncmp(url + 7, "localhost/", 10) ? url + 16 : url + 7;
+	return NULL;
+}
+
+/* Key commands that rewrite key files (add, rotate, shred, rewrap, rekey-master) wait for
+ * each other on an exclusive flock of the local store's keys/ directory; mounts only read
+ * key files and do not take it. */
+static int lock_keys(struct ctx *c)
+{
+	const char *root = local_root(c->store_url);
+	if (!root)
+		return 0;
+	_cleanup_free_ char *p = NULL;
+	if (asprintf(&p, "%s/keys", root) < 0)
+		return err("out of memory");
+	c->keys_fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (c->keys_fd < 0)
+		return err("cannot open %s: %m", p);
+	while (flock(c->keys_fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return err("cannot lock %s: %m", p);
+	return 0;
+}
+
+static int open_rw(struct ctx *c, bool exclusive)
+{
+	int r = open_all(c, exclusive);
+	return r ? r : lock_keys(c);
 }
 
 /* ---- commands ---- */
@@ -166,8 +200,8 @@ static int cmd_init(struct ctx *c)
 	struct stat st;
 	if (lstat(c->key_file, &st) == 0)
 		return err("key file %s already exists; refusing to overwrite it", c->key_file);
-	if (is_local(c->store_url)) {
-		const char *root = strncmp(c->store_url, "file://", 7) ? c->store_url : c->store_url + 7;
+	const char *root = local_root(c->store_url);
+	if (root) {
 		if (mkdir(root, 0700) < 0 && errno != EEXIST)
 			return err("cannot create store directory %s: %m", root);
 	}
@@ -197,7 +231,7 @@ static int cmd_init(struct ctx *c)
 
 static int cmd_add(struct ctx *c, const char *patient)
 {
-	int r = open_all(c, false);
+	int r = open_rw(c, false);
 	if (r)
 		return r;
 	r = phi_patient_add(c->kr, patient);
@@ -318,7 +352,7 @@ static int cmd_list(struct ctx *c)
 
 static int cmd_rotate(struct ctx *c, const char *patient)
 {
-	int r = open_all(c, false);
+	int r = open_rw(c, false);
 	if (r)
 		return r;
 	uint32_t v;
@@ -336,7 +370,7 @@ static int cmd_shred(struct ctx *c, const char *patient)
 		    "repeat with --yes to confirm");
 		return 2;
 	}
-	int r = open_all(c, false);
+	int r = open_rw(c, false);
 	if (r)
 		return r;
 	r = phi_patient_shred(c->kr, patient);
@@ -351,7 +385,7 @@ static int cmd_rekey(struct ctx *c)
 {
 	if (!c->new_key_file)
 		return err("rekey-master needs --new-key-file FILE"), 2;
-	int r = open_all(c, true);
+	int r = open_rw(c, true);
 	if (r)
 		return r;
 	_cleanup_key_ struct phi_key *nk = NULL;
@@ -662,7 +696,7 @@ static int rewrap_file(void *ctx, const char *dir, const char *path, const struc
 
 static int cmd_rewrap(struct ctx *c, const char *patient)
 {
-	int r = open_all(c, true);
+	int r = open_rw(c, true);
 	if (r)
 		return r;
 	_cleanup_pkeys_free_ struct phi_pkeys *pk = NULL;
@@ -834,7 +868,7 @@ int main(int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	_cleanup_(ctx_done) struct ctx c = { .lock_fd = -1 };
+	_cleanup_(ctx_done) struct ctx c = { .lock_fd = -1, .keys_fd = -1 };
 	int o;
 	while ((o = getopt_long(argc, argv, "s:k:n:yh", opts, NULL)) != -1) {
 		switch (o) {

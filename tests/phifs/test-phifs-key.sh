@@ -205,3 +205,9 @@ ok "shred: tombstone, reported by list and check, alice-wonderland unaffected"
 if grep -rqaE 'alice-wonderland|bob-the-builder|carol-singer' "$STORE"; then fail "patient id on the store"; fi
 if find "$STORE" | grep -qE 'alice-wonderland|bob-the-builder|carol-singer'; then fail "patient id in a store name"; fi
 ok "no patient id anywhere on the store"
+
+# ---- concurrent key commands serialise (no lost update) ----
+for _ in $(seq 8); do K rotate alice-wonderland >/dev/null & done
+wait
+grep -Pq '^alice-wonderland\t\S+\t11\t3,4,5,6,7,8,9,10,11\tactive' <(K list) || fail "parallel rotates: $(K list)"
+ok "eight parallel rotates: eight new versions, none lost"
