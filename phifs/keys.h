@@ -83,7 +83,8 @@ int phi_patient_rotate(struct phi_keyring *kr, const char *patient, uint32_t *re
 int phi_patient_retire_old(struct phi_keyring *kr, const char *patient);
 /* Destroy every key version: the key file becomes a tombstone; data stays unreadable. */
 int phi_patient_shred(struct phi_keyring *kr, const char *patient);
-/* Iterate patients (by key file): fn gets each loaded pkeys; return <0 to abort. */
+/* Iterate patients (by key file, in tag order): fn gets each loaded pkeys; return >0 to
+ * stop early, <0 to abort with that error. A key file that fails to load aborts too. */
 int phi_patient_foreach(struct phi_keyring *kr,
 			int (*fn)(void *ctx, const struct phi_pkeys *pk), void *ctx);
 /* Iterate the tags of all key files (sorted), without loading them: lets a caller handle a

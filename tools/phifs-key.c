@@ -399,6 +399,8 @@ static int cmd_rekey(struct ctx *c)
 		resumed = true;
 	} else if (r < 0)
 		return err("cannot create key file %s: %s", c->new_key_file, strerror(-r));
+	if (sodium_memcmp(nk->k, c->master->k, PHI_KEY_LEN) == 0)
+		return err("the new key file holds the current master key; give a new file name");
 	r = phi_keyring_rekey(c->kr, nk);
 	if (r < 0)
 		return err("rekey-master failed (the old master key still opens the store; rerun "

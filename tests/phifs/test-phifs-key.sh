@@ -173,6 +173,7 @@ CREDENTIALS_DIRECTORY=$T/creds "$PK" --store "$STORE" list | grep -Pq '^alice-wo
 ok "master key from \$CREDENTIALS_DIRECTORY"
 
 # ---- rekey-master ----
+expect 1 "holds the current master key" K rekey-master --new-key-file "$KEY"
 data_before=$(cd "$STORE/data" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
 K rekey-master --new-key-file "$T/new.key" >"$T/out"
 grep -q "switch" "$T/out" || fail "rekey-master tells the operator to switch"
