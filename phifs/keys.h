@@ -83,9 +83,13 @@ int phi_patient_rotate(struct phi_keyring *kr, const char *patient, uint32_t *re
 int phi_patient_retire_old(struct phi_keyring *kr, const char *patient);
 /* Destroy every key version: the key file becomes a tombstone; data stays unreadable. */
 int phi_patient_shred(struct phi_keyring *kr, const char *patient);
-/* Iterate patients (by key file): fn gets each loaded pkeys; return <0 to abort. */
+/* Iterate patients (by key file, in tag order): fn gets each loaded pkeys; return >0 to
+ * stop early, <0 to abort with that error. A key file that fails to load aborts too. */
 int phi_patient_foreach(struct phi_keyring *kr,
 			int (*fn)(void *ctx, const struct phi_pkeys *pk), void *ctx);
+/* Iterate the tags of all key files (sorted), without loading them: lets a caller handle a
+ * corrupt key file per patient. fn returns 0 to go on, >0 to stop, <0 to abort. */
+int phi_patient_foreach_tag(struct phi_keyring *kr, int (*fn)(void *ctx, const char *tag), void *ctx);
 /* Re-seal the header and every key file under new_master. File data is untouched.
  * Writes every new key file before replacing any (a crash leaves the old master working). */
 int phi_keyring_rekey(struct phi_keyring *kr, const struct phi_key *new_master);
@@ -94,5 +98,33 @@ int phi_keyring_rekey(struct phi_keyring *kr, const struct phi_key *new_master);
  * rekey-master need it exclusive). Non-local stores: returns 0 with *ret_fd = -1.
  * -EBUSY when the lock is held in a conflicting mode. */
 int phi_store_lock(const char *url, bool exclusive, int *ret_fd);
+
+/* ---- on-store formats (docs/format.md, "## Keys") and their pure parsers ---- */
+#define PHI_STORE_ID_LEN 16
+#define PHI_HDR_MAGIC "PHFS"
+#define PHI_HDR_VERSION 1
+/* magic(4) | u16 version | u16 flags | store_id(16) | sealed index key (12 + 32 + 16) */
+#define PHI_HDR_LEN (8 + PHI_STORE_ID_LEN + PHI_KEY_LEN + PHI_GCM_OVERHEAD)
+#define PHI_KF_MAGIC "PHFK"
+#define PHI_KF_VERSION 1
+#define PHI_KF_ACTIVE 0
+#define PHI_KF_SHREDDED 1
+#define PHI_KEYFILE_FIXED 8 /* magic | u16 version | u8 state | u8 0 */
+#define PHI_KEYFILE_PAYLOAD_MAX \
+	(1 + PHI_PATIENT_MAX + PHI_SIV_KEY_LEN + 8 + PHI_MAX_VERSIONS * (4 + PHI_KEY_LEN))
+
+/* Parse a master key file's content (64 hex [+ '\n'] or 32 raw bytes): 0 or -EINVAL. */
+int phi_master_parse(const uint8_t *p, size_t len, struct phi_key **ret);
+/* Parse the fixed part of phifs.hdr (-EBADMSG on bad size/magic/version/flags);
+ * ret_sealed (optional) points at the 60-byte sealed index key inside p. */
+int phi_keys_parse_header(const uint8_t *p, size_t len, uint8_t ret_store_id[PHI_STORE_ID_LEN],
+			  const uint8_t **ret_sealed);
+/* Parse the fixed part of a key file: state, and the rest (sealed payload, or the tag of
+ * a tombstone), borrowed from p. -EBADMSG when malformed. */
+int phi_keys_parse_keyfile(const uint8_t *p, size_t len, uint8_t *ret_state,
+			   const uint8_t **ret_rest, size_t *ret_rest_len);
+/* Parse a decrypted key-file payload into pk (id, name key, versions, content keys).
+ * pk must be zeroed; on failure it is left untouched. */
+int phi_keys_parse_payload(const uint8_t *p, size_t len, struct phi_pkeys *pk);
 
 #endif
