@@ -1,0 +1,193 @@
+#!/bin/bash
+# bench.sh: compare raw / bindfs / gocryptfs / phifs on the same disk.
+# Env: BENCH_DIR (/var/tmp/phi-bench), BENCH_MB (1024), BENCH_FILES (10000),
+#      BENCH_FIO_S (15), BENCH_FIO_SIZE (256M), BENCH_OC_N (20000),
+#      PHIFS (build/phifs/phifs), PHIFS_KEY (build/tools/phifs-key),
+#      BENCH_SETUPS (default "raw bindfs gocryptfs phifs").
+set -euo pipefail
+
+BENCH_DIR=${BENCH_DIR:-/var/tmp/phi-bench}
+BENCH_MB=${BENCH_MB:-1024}
+BENCH_FILES=${BENCH_FILES:-10000}
+BENCH_FIO_S=${BENCH_FIO_S:-15}
+BENCH_FIO_SIZE=${BENCH_FIO_SIZE:-256M}
+BENCH_OC_N=${BENCH_OC_N:-20000}
+PHIFS=${PHIFS:-build/phifs/phifs}
+PHIFS_KEY=${PHIFS_KEY:-build/tools/phifs-key}
+SETUPS=${BENCH_SETUPS:-raw bindfs gocryptfs phifs}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+[ "$(id -u)" = 0 ] || { echo "bench.sh: needs root (drop_caches)" >&2; exit 2; }
+for t in fio cc python3; do command -v "$t" >/dev/null || { echo "bench.sh: missing $t" >&2; exit 2; }; done
+
+mkdir -p "$BENCH_DIR"
+TMP=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
+MOUNTS=()
+cleanup() {
+	local m
+	for m in "${MOUNTS[@]}"; do
+		mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+cc -O2 -o "$TMP/openclose" "$HERE/openclose.c"
+
+log() { echo "# $*" >&2; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# setup-specific mount / unmount; sets WORK (directory to benchmark in)
+do_mount() {
+	local s=$1
+	case $s in
+	raw) WORK=$TMP/raw; mkdir -p "$WORK" ;;
+	bindfs)
+		mkdir -p "$TMP/bindfs.back" "$TMP/bindfs.mnt"
+		bindfs "$TMP/bindfs.back" "$TMP/bindfs.mnt"
+		MOUNTS+=("$TMP/bindfs.mnt"); WORK=$TMP/bindfs.mnt ;;
+	gocryptfs)
+		mkdir -p "$TMP/gocryptfs.cipher" "$TMP/gocryptfs.mnt"
+		echo pw > "$TMP/gocryptfs.pass"
+		[ -e "$TMP/gocryptfs.cipher/gocryptfs.conf" ] ||
+			gocryptfs -init -q -scryptn 10 -passfile "$TMP/gocryptfs.pass" "$TMP/gocryptfs.cipher" >/dev/null
+		gocryptfs -q -passfile "$TMP/gocryptfs.pass" "$TMP/gocryptfs.cipher" "$TMP/gocryptfs.mnt"
+		MOUNTS+=("$TMP/gocryptfs.mnt"); WORK=$TMP/gocryptfs.mnt ;;
+	phifs)
+		mkdir -p "$TMP/phifs.store" "$TMP/phifs.mnt"
+		if [ ! -e "$TMP/phifs.key" ]; then
+			"$PHIFS_KEY" --store "$TMP/phifs.store" --key-file "$TMP/phifs.key" init >/dev/null
+			"$PHIFS_KEY" --store "$TMP/phifs.store" --key-file "$TMP/phifs.key" add bench >/dev/null
+		fi
+		"$PHIFS" --key-file "$TMP/phifs.key" "$TMP/phifs.store" "$TMP/phifs.mnt"
+		MOUNTS+=("$TMP/phifs.mnt")
+		mkdir -p "$TMP/phifs.mnt/bench" 2>/dev/null || [ -d "$TMP/phifs.mnt/bench" ]
+		WORK=$TMP/phifs.mnt/bench ;;
+	esac
+}
+do_umount() {
+	local s=$1 m
+	[ "$s" = raw ] && return 0
+	m=$TMP/$s.mnt
+	sync
+	fusermount3 -u "$m" 2>/dev/null || { sleep 0.5; fusermount3 -u "$m"; }
+}
+cold() { # unmount + drop caches + mount again (raw: just drop caches)
+	local s=$1
+	do_umount "$s"; drop; do_mount "$s"
+}
+
+declare -A R
+METRICS=(seqw seqr rread rwrite create stat readall oc rm)
+declare -A LABEL=(
+	[seqw]="seq write ${BENCH_MB} MiB + fsync (MB/s)"
+	[seqr]="seq cold read (MB/s)"
+	[rread]="fio 4k rand read (IOPS)"
+	[rwrite]="fio 4k rand write (IOPS)"
+	[create]="create ${BENCH_FILES} files (s)"
+	[stat]="stat all, cold (s)"
+	[readall]="cold read all (s)"
+	[oc]="open+close median (µs)"
+	[rm]="rm -rf tree (s)")
+declare -A HIGHER=([seqw]=1 [seqr]=1 [rread]=1 [rwrite]=1)
+
+mbps() { awk -v mb="$1" -v s="$2" 'BEGIN{ if (s<=0) s=0.001; printf "%.0f", mb/s }'; }
+
+fio_iops() { # rw dir
+	fio --name=b --directory="$2" --rw="$1" --bs=4k --ioengine=psync --direct=0 \
+		--size="$BENCH_FIO_SIZE" --runtime="$BENCH_FIO_S" --time_based --numjobs=1 \
+		--output-format=terse --terse-version=3 2>/dev/null |
+		awk -F';' -v rw="$1" '{ print (rw=="randread") ? $8 : $49 }'
+}
+
+bench_one() {
+	local s=$1 t
+	log "== $s"
+	do_mount "$s"
+	# sequential write / cold read
+	t=$(now)
+	dd if=/dev/zero of="$WORK/seq" bs=1M count="$BENCH_MB" conv=fsync status=none
+	R[$s.seqw]=$(mbps "$BENCH_MB" "$(elapsed "$t")")
+	cold "$s"
+	t=$(now)
+	dd if="$WORK/seq" of=/dev/null bs=1M status=none
+	R[$s.seqr]=$(mbps "$BENCH_MB" "$(elapsed "$t")")
+	rm -f "$WORK/seq"
+	log "$s: seq done"
+	# fio
+	mkdir -p "$WORK/fio"
+	R[$s.rwrite]=$(fio_iops randwrite "$WORK/fio")
+	cold "$s"
+	R[$s.rread]=$(fio_iops randread "$WORK/fio")
+	rm -rf "$WORK/fio"
+	log "$s: fio done"
+	# small files
+	head -c $((BENCH_FILES * 4096 + 8192)) /dev/urandom > "$TMP/rand.src"
+	t=$(now)
+	python3 - "$WORK/tree" "$BENCH_FILES" "$TMP/rand.src" <<'PY'
+import os, sys
+root, n, src = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "rb").read()
+for i in range(n):
+    d = os.path.join(root, "d%03d" % (i // 100))
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    sz = 3000 + (i * 7919) % 2200
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(src[i * 4096:i * 4096 + sz])
+PY
+	sync
+	R[$s.create]=$(elapsed "$t")
+	cold "$s"
+	t=$(now)
+	find "$WORK/tree" -type f -printf '%s\n' >/dev/null
+	R[$s.stat]=$(elapsed "$t")
+	cold "$s"
+	t=$(now)
+	find "$WORK/tree" -type f -exec cat {} + >/dev/null
+	R[$s.readall]=$(elapsed "$t")
+	R[$s.oc]=$("$TMP/openclose" "$WORK/tree/d000/f00000" "$BENCH_OC_N")
+	t=$(now)
+	rm -rf "$WORK/tree"
+	sync
+	R[$s.rm]=$(elapsed "$t")
+	log "$s: files done"
+	do_umount "$s"
+}
+
+RUN=()
+for s in $SETUPS; do
+	case $s in
+	raw) ;;
+	bindfs|gocryptfs) command -v "$s" >/dev/null || { log "skip $s: not installed"; continue; } ;;
+	phifs) { [ -x "$PHIFS" ] && [ -x "$PHIFS_KEY" ]; } || { log "skip phifs: $PHIFS / $PHIFS_KEY not built"; continue; } ;;
+	*) echo "bench.sh: unknown setup $s" >&2; exit 2 ;;
+	esac
+	bench_one "$s"
+	RUN+=("$s")
+done
+
+cols="raw bindfs gocryptfs phifs"
+echo
+echo "Benchmark: $(uname -r), $(nproc) cores, dir $BENCH_DIR ($(df -PT "$BENCH_DIR" | awk 'NR==2{print $2}')), BENCH_MB=$BENCH_MB BENCH_FILES=$BENCH_FILES fio ${BENCH_FIO_S}s/${BENCH_FIO_SIZE}"
+echo
+printf '| metric |'; for c in $cols; do printf ' %s |' "$c"; done; printf ' phifs/gocryptfs |\n'
+printf '|---|'; for c in $cols; do printf -- '---:|'; done; printf -- '---:|\n'
+for m in "${METRICS[@]}"; do
+	printf '| %s |' "${LABEL[$m]}"
+	for c in $cols; do printf ' %s |' "${R[$c.$m]:-n/a}"; done
+	g=${R[gocryptfs.$m]:-} p=${R[phifs.$m]:-}
+	if [ -n "$g" ] && [ -n "$p" ]; then
+		if [ -n "${HIGHER[$m]:-}" ]; then
+			ratio=$(awk -v p="$p" -v g="$g" 'BEGIN{ if (g>0) printf "%.2f", p/g; else print "n/a" }')
+		else
+			ratio=$(awk -v p="$p" -v g="$g" 'BEGIN{ if (p>0) printf "%.2f", g/p; else print "n/a" }')
+		fi
+	else
+		ratio=n/a
+	fi
+	printf ' %s |\n' "$ratio"
+done
+echo
+echo "Ratio column: >1 means phifs is better (throughput: phifs/gocryptfs; time and latency: gocryptfs/phifs)."
