@@ -2,8 +2,8 @@
 # test-badinput: a wrong master key, a missing, world-readable or symlinked key file and a
 # corrupted store header each give a clear error, and nothing on the store changes.
 . "$(dirname "$0")/lib.sh"
-phi_setup alice
-phi_mount; echo data > "$MNT/alice/f"; phi_umount
+phi_setup patient-alice
+phi_mount; echo data > "$MNT/patient-alice/f"; phi_umount
 snap() { (cd "$STORE" && find . -type f ! -name .lock -print0 | sort -z | xargs -0 sha256sum); }
 before=$(snap)
 
@@ -45,15 +45,20 @@ mkdir -p "$T/creds"; cp "$KEY" "$T/creds/phifs-master-key"; chmod 600 "$T/creds/
 CREDENTIALS_DIRECTORY=$T/creds "$PHIFS" -f "$STORE" "$MNT" 2>>"$T/phifs.log" &
 PHIFS_PID=$!
 for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.05; done
-[ "$(cat "$MNT/alice/f")" = data ] || fail "mount with a systemd credential"
+[ "$(cat "$MNT/patient-alice/f")" = data ] || fail "mount with a systemd credential"
 phi_umount
 ok "systemd credential"
 
 # the mount helper form: mount -t fuse.phifs STORE MNT -o key_file=FILE
-helper_dir=$(dirname "$PHIFS")
-PATH=$helper_dir:$PATH mount -t fuse.phifs "$STORE" "$MNT" -o "key_file=$KEY" ||
-	fail "mount -t fuse.phifs"
-[ "$(cat "$MNT/alice/f")" = data ] || fail "mount helper read"
+# mount(8) runs helpers with a fixed PATH (/usr/local/bin, /usr/bin, ...), where an
+# installed phifs lives; the test links the built one there for the duration.
+linked=
+if [ ! -e /usr/local/bin/phifs ]; then
+	ln -s "$(readlink -f "$PHIFS")" /usr/local/bin/phifs && linked=1
+fi
+trap '[ -n "$linked" ] && rm -f /usr/local/bin/phifs; phi_cleanup' EXIT
+mount -t fuse.phifs "$STORE" "$MNT" -o "key_file=$KEY" || fail "mount -t fuse.phifs"
+[ "$(cat "$MNT/patient-alice/f")" = data ] || fail "mount helper read"
 umount "$MNT"
 ok "mount -t fuse.phifs -o key_file="
 
@@ -62,7 +67,7 @@ phi_mount
 f=$(find "$STORE/data" -type f ! -name .d | head -1)
 printf 'Z' | dd of="$f" bs=1 seek=40 conv=notrunc status=none
 phi_umount; phi_mount
-if cat "$MNT/alice/f" 2>/dev/null; then fail "tampered read succeeded"; fi
+if cat "$MNT/patient-alice/f" 2>/dev/null; then fail "tampered read succeeded"; fi
 grep -q "integrity failure: file [0-9a-f]\{32\} block 0" "$T/phifs.log" || fail "integrity log line"
-grep -q alice "$T/phifs.log" && fail "patient id in the log"
+grep -q patient-alice "$T/phifs.log" && fail "patient id in the log"
 ok "tampered block: EIO and a log line with file id and block number"

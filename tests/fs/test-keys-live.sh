@@ -7,32 +7,32 @@ versions() {
 	find "$STORE/data" -type f ! -name .d ! -name '*.n' -print0 | xargs -0 -n1 \
 		sh -c 'od -An -tu1 -j8 -N4 "$1" | awk "{print \$4}"' _ | sort | uniq -c | awk '{print $2":"$1}' | tr '\n' ' '
 }
-phi_setup alice bob
+phi_setup patient-alice-7 patient-bob-9
 phi_mount
-for i in 1 2 3; do echo "MARKER-OLD-$i" > "$MNT/alice/old$i"; done
-echo "bob's MARKER-BOB" > "$MNT/bob/b"
+for i in 1 2 3; do echo "MARKER-OLD-$i" > "$MNT/patient-alice-7/old$i"; done
+echo "patient-bob-9's MARKER-BOB" > "$MNT/patient-bob-9/b"
 [ "$(versions)" = "1:4 " ] || fail "initial versions: $(versions)"
 
-K rotate alice >/dev/null
+K rotate patient-alice-7 >/dev/null
 sleep 1.2 # a running mount rechecks key files once a second
-echo "MARKER-NEW" > "$MNT/alice/new"
+echo "MARKER-NEW" > "$MNT/patient-alice-7/new"
 [ "$(versions)" = "1:4 2:1 " ] || fail "after rotate, new writes use v2: $(versions)"
-[ "$(cat "$MNT/alice/old1")" = MARKER-OLD-1 ] || fail "old version readable after rotate"
+[ "$(cat "$MNT/patient-alice-7/old1")" = MARKER-OLD-1 ] || fail "old version readable after rotate"
 ok "rotate: new writes use the new version, old ones stay readable (live mount)"
 
 phi_umount
-K rewrap alice >/dev/null
+K rewrap patient-alice-7 >/dev/null
 [ "$(versions)" = "1:1 2:4 " ] || fail "after rewrap: $(versions)"
-K list | grep -P '^alice\t' >/dev/null || fail "list"
+K list | grep -P '^patient-alice-7\t' >/dev/null || fail "list"
 phi_mount
-for i in 1 2 3; do [ "$(cat "$MNT/alice/old$i")" = "MARKER-OLD-$i" ] || fail "read after rewrap"; done
+for i in 1 2 3; do [ "$(cat "$MNT/patient-alice-7/old$i")" = "MARKER-OLD-$i" ] || fail "read after rewrap"; done
 phi_umount
-python3 "$(dirname "$0")/scan_plaintext.py" "$STORE" MARKER alice bob || fail "plaintext after rotate/rewrap"
-ok "rewrap: every alice file on v2, bob untouched, contents intact, no plaintext"
+python3 "$(dirname "$0")/scan_plaintext.py" "$STORE" MARKER patient-alice-7 patient-bob-9 || fail "plaintext after rotate/rewrap"
+ok "rewrap: every patient-alice-7 file on v2, patient-bob-9 untouched, contents intact, no plaintext"
 
 # rewrap needs the store unmounted: a mount holds the lock
 phi_mount
-if K rewrap alice 2>"$T/err"; then fail "rewrap while mounted"; fi
+if K rewrap patient-alice-7 2>"$T/err"; then fail "rewrap while mounted"; fi
 grep -qi "mount" "$T/err" || fail "rewrap-while-mounted message: $(cat "$T/err")"
 phi_umount
 ok "rewrap refuses while mounted"
@@ -45,15 +45,15 @@ data_after=$(cd "$STORE/data" && find . -type f -print0 | sort -z | xargs -0 sha
 if timeout 20 "$PHIFS" --key-file "$KEY" -f "$STORE" "$MNT" 2>/dev/null; then fail "old master still mounts"; fi
 cp "$T/new.key" "$KEY"
 phi_mount
-[ "$(cat "$MNT/alice/new")" = MARKER-NEW ] || fail "read with the new master"
+[ "$(cat "$MNT/patient-alice-7/new")" = MARKER-NEW ] || fail "read with the new master"
 ok "rekey-master: file data untouched, old master rejected, new master reads"
 
-# shred: alice's data becomes unreadable and is reported as such, live
-K shred alice --yes >/dev/null
+# shred: patient-alice-7's data becomes unreadable and is reported as such, live
+K shred patient-alice-7 --yes >/dev/null
 sleep 1.2
-expect_errno EKEYREVOKED "os.stat('$MNT/alice')" || fail "shredded patient not reported"
-ls "$MNT" | grep -q alice && fail "shredded patient still listed"
-[ "$(cat "$MNT/bob/b")" = "bob's MARKER-BOB" ] || fail "bob unaffected"
+expect_errno EKEYREVOKED "os.stat('$MNT/patient-alice-7')" || fail "shredded patient not reported"
+ls "$MNT" | grep -q patient-alice-7 && fail "shredded patient still listed"
+[ "$(cat "$MNT/patient-bob-9/b")" = "patient-bob-9's MARKER-BOB" ] || fail "patient-bob-9 unaffected"
 phi_umount
 if K check >"$T/check" 2>&1; then :; fi
 grep -qi shredded "$T/check" || fail "check does not report the shredded patient: $(cat "$T/check")"

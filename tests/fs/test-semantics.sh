@@ -2,11 +2,11 @@
 # test-semantics: POSIX behaviour through a real phifs mount, persistence across a remount,
 # and the store holding only ciphertext.
 . "$(dirname "$0")/lib.sh"
-phi_setup alice bob
+phi_setup patient-alice-7 patient-bob-9
 phi_mount
-P=$MNT/alice
+P=$MNT/patient-alice-7
 
-[ "$(ls "$MNT" | sort | tr '\n' ' ')" = "alice bob " ] || fail "root lists patients: $(ls "$MNT")"
+[ "$(ls "$MNT" | sort | tr '\n' ' ')" = "patient-alice-7 patient-bob-9 " ] || fail "root lists patients: $(ls "$MNT")"
 ok "root lists the patients"
 
 echo "MARKER-CONTENT-7731 hello" > "$P/note.txt"
@@ -71,11 +71,11 @@ touch -d '2001-02-03 04:05:06' "$P/note.txt"
 ok "rename, hard links, symlinks, chmod, chown, utimens"
 
 # errors
-expect_errno EXDEV "os.rename('$P/note.txt', '$MNT/bob/note.txt')" || fail "EXDEV rename"
-expect_errno EXDEV "os.link('$P/note.txt', '$MNT/bob/note.txt')" || fail "EXDEV link"
+expect_errno EXDEV "os.rename('$P/note.txt', '$MNT/patient-bob-9/note.txt')" || fail "EXDEV rename"
+expect_errno EXDEV "os.link('$P/note.txt', '$MNT/patient-bob-9/note.txt')" || fail "EXDEV link"
 expect_errno EPERM "open('$MNT/file', 'w')" || fail "file in root"
 expect_errno EPERM "os.mkdir('$MNT/carol')" || fail "unknown patient mkdir"
-expect_errno EEXIST "os.mkdir('$MNT/alice')" || fail "existing patient mkdir"
+expect_errno EEXIST "os.mkdir('$MNT/patient-alice-7')" || fail "existing patient mkdir"
 expect_errno ENOENT "os.stat('$MNT/carol')" || fail "unknown patient"
 expect_errno ENOTEMPTY "os.rmdir('$P/moved')" || fail "rmdir non-empty"
 expect_errno ENAMETOOLONG "open('$P/' + 'x' * 256, 'w')" || fail "name too long"
@@ -112,7 +112,7 @@ sum2=$(cd "$MNT" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
 ok "identical after remount"
 
 phi_umount
-python3 "$(dirname "$0")/scan_plaintext.py" "$STORE" MARKER alice bob hello LLLLLLLL ||
+python3 "$(dirname "$0")/scan_plaintext.py" "$STORE" MARKER patient-alice-7 patient-bob-9 LLLLLLLL ||
 	fail "plaintext on the store"
 ok "no plaintext, names or patient ids on the store"
 
