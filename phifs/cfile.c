@@ -10,7 +10,7 @@
 #include "util.h"
 
 #define AAD_LEN (PHI_CF_FILE_ID + 8 + 1 + 1 + 4)
-#define CHUNK_BLOCKS 64 /* blocks encrypted per store write: bounds memory, batches I/O */
+#define CHUNK_BLOCKS 256 /* blocks per store write: one 1 MiB FUSE write is one store write */
 
 struct phi_cfile {
 	struct phi_store *s;

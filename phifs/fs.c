@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -1467,9 +1468,30 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* The kernel caps FUSE readahead at min(bdi read_ahead_kb, max_readahead) when it
+ * processes our INIT reply, and the bdi starts at 128 KiB. Raising the bdi first (it
+ * exists once mount(2) returned) lets sequential reads arrive as 1 MiB requests. */
+static void raise_readahead(const char *mountpoint)
+{
+	char line[4096], dev[32], mp[PATH_MAX], path[96];
+	_cleanup_fclose_ FILE *f = mountpoint ? fopen("/proc/self/mountinfo", "re") : NULL;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		/* id parent major:minor root mountpoint ... (mountpoint octal-escaped) */
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", dev, mp) != 2 || strcmp(mp, mountpoint))
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+		_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0)
+			(void)!write(fd, "1024", 4);
+	}
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct phifs *fs = userdata;
+	raise_readahead(fs->opts.mountpoint);
 	/* large requests: one store write per MiB instead of per 128 KiB */
 	conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;

@@ -16,6 +16,7 @@
 
 struct phifs_opts {
 	bool ro;
+	const char *mountpoint; /* absolute; used to raise the kernel's readahead for the mount */
 };
 
 struct phifs;

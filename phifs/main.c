@@ -102,6 +102,7 @@ int main(int argc, char *argv[])
 	struct phifs *fs = NULL;
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *lc = NULL;
+	char *mp_real = NULL;
 
 	/* key material must never reach a core dump or another process's ptrace */
 	(void)prctl(PR_SET_DUMPABLE, 0);
@@ -120,6 +121,8 @@ int main(int argc, char *argv[])
 		ret = 2;
 		goto out;
 	}
+	/* the kernel lists mounts by canonical path */
+	mp_real = realpath(fo.mountpoint, NULL);
 	int r = phi_crypto_init();
 	if (r >= 0) {
 		r = phi_master_load(c.key_file, &master);
@@ -152,7 +155,7 @@ int main(int argc, char *argv[])
 	phi_key_free(master);
 	master = NULL;
 	if (r >= 0)
-		r = phifs_new(s, kr, &(struct phifs_opts){ .ro = c.ro }, &fs);
+		r = phifs_new(s, kr, &(struct phifs_opts){ .ro = c.ro, .mountpoint = mp_real }, &fs);
 	if (r < 0)
 		goto out;
 
@@ -194,6 +197,7 @@ out:
 	if (lockfd >= 0)
 		close(lockfd);
 	free(fo.mountpoint);
+	free(mp_real);
 	free(c.store);
 	free(c.key_file);
 	free(c.store_opts);

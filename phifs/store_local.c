@@ -19,6 +19,9 @@
 #include "store.h"
 #include "util.h"
 
+/* writes at least this large are streaming writes (FUSE sends up to 1 MiB per request) */
+#define WRITE_BEHIND_MIN (512u << 10)
+
 struct local_store {
 	struct phi_store base; /* first: a struct phi_store * is a struct local_store * */
 	int dirfd;             /* O_PATH|O_DIRECTORY, immutable after open */
@@ -495,6 +498,11 @@ static int local_pwrite(struct phi_store_obj *o, const void *buf, size_t len, ui
 	int r = write_full(o->fd, buf, len, off);
 	if (r < 0)
 		obj_set_err(o, r);
+	else if (len >= WRITE_BEHIND_MIN)
+		/* streaming writes: start writeback of this range now, so the disk works while
+		 * the next blocks are encrypted and a later fsync has little left to wait for.
+		 * Asynchronous and advisory: an error here changes nothing. */
+		(void)sync_file_range(o->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
 	return r;
 }
 
