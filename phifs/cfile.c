@@ -110,11 +110,7 @@ int phi_cfile_parse_header(const uint8_t *p, size_t len, unsigned *ret_shift,
 
 static int setup_key(struct phi_cfile *cf, const struct phi_key *ck)
 {
-	_cleanup_key_ struct phi_key *sub = NULL;
-	int r = phi_kdf(ck, "content", cf->id, PHI_CF_FILE_ID, PHI_KEY_LEN, &sub);
-	if (r < 0)
-		return r;
-	return phi_gcm_new(sub, &cf->g);
+	return phi_gcm_new_derived(ck, "content", cf->id, PHI_CF_FILE_ID, &cf->g);
 }
 
 void phi_cfile_free(struct phi_cfile *cf)
@@ -159,20 +155,25 @@ int phi_cfile_create(struct phi_store *s, struct phi_store_obj *o, const struct 
 	cf->kver = kver;
 	randombytes_buf(cf->id, sizeof(cf->id));
 	int r = setup_key(cf, ck);
-	uint8_t hdr[PHI_CF_HDR] = { 0 }, ct[PHI_GCM_OVERHEAD];
-	size_t zero = 0;
+	uint8_t hdr[PHI_CF_HDR + PHI_GCM_OVERHEAD] = { 0 }, nonce[PHI_GCM_NONCE], aad[AAD_LEN];
+	uint64_t old = 0;
 	memcpy(hdr, PHI_CF_MAGIC, 4);
 	phi_put_u16be(hdr + 4, PHI_CF_VERSION);
 	hdr[6] = (uint8_t)cf->shift;
 	hdr[7] = 0;
 	phi_put_u32be(hdr + 8, kver);
 	memcpy(hdr + 12, cf->id, PHI_CF_FILE_ID);
+	if (r >= 0) {
+		randombytes_buf(nonce, sizeof(nonce));
+		mk_aad(cf, 0, true, aad);
+		r = phi_gcm_seal(cf->g, nonce, aad, AAD_LEN, "", 0, hdr + PHI_CF_HDR);
+	}
 	if (r >= 0)
+		r = s->ops->size(o, &old);
+	if (r >= 0 && old > 0)
 		r = s->ops->truncate(o, 0);
 	if (r >= 0)
 		r = s->ops->pwrite(o, hdr, sizeof(hdr), 0);
-	if (r >= 0)
-		r = put_blocks(cf, 0, 1, (const uint8_t *)"", &zero, true, ct);
 	if (r < 0) {
 		phi_cfile_free(cf);
 		return r;

@@ -64,6 +64,10 @@ int phi_open(const struct phi_key *k, const void *aad, size_t aad_len, const uin
  * avoids re-running the AES key schedule for every 4 KiB block. */
 struct phi_gcm;
 int phi_gcm_new(const struct phi_key *k, struct phi_gcm **ret);
+/* Same as phi_gcm_new(phi_kdf(k, label, ctx)) without holding the subkey in a phi_key. */
+int phi_gcm_new_derived(const struct phi_key *k, const char *label, const void *ctx,
+			size_t ctx_len, struct phi_gcm **ret);
+int phi_gcm_new_raw(const uint8_t key[PHI_KEY_LEN], struct phi_gcm **ret);
 void phi_gcm_free(struct phi_gcm *g);
 int phi_gcm_seal(struct phi_gcm *g, const uint8_t nonce[PHI_GCM_NONCE], const void *aad,
 		 size_t aad_len, const void *pt, size_t len, uint8_t *out);

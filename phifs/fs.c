@@ -995,11 +995,25 @@ static int list_fn(void *ctx, const char *name, uint32_t type)
 	return add_dirent(l->out, plain, type);
 }
 
-static int root_list_fn(void *ctx, const struct phi_pkeys *pk)
+struct root_listing {
+	struct phifs *fs;
+	struct dirent_buf *out;
+};
+
+/* one unreadable key file must not hide every other patient */
+static int root_list_fn(void *ctx, const char *tag)
 {
-	if (pk->shredded)
+	struct root_listing *l = ctx;
+	struct phi_pkeys *pk;
+	int r = phi_patient_load_tag(l->fs->kr, tag, &pk);
+	if (r < 0) {
+		fprintf(stderr, "phifs: key file of patient tag %s unreadable: %s\n", tag, strerror(-r));
 		return 0;
-	return add_dirent(ctx, pk->id, DT_DIR);
+	}
+	if (!pk->shredded)
+		r = add_dirent(l->out, pk->id, DT_DIR);
+	phi_pkeys_free(pk);
+	return r;
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1020,7 +1034,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r >= 0)
 		r = add_dirent(db, "..", DT_DIR);
 	if (r >= 0 && n == &fs->root) {
-		r = phi_patient_foreach(fs->kr, root_list_fn, db);
+		struct root_listing rl = { .fs = fs, .out = db };
+		r = phi_patient_foreach_tag(fs->kr, root_list_fn, &rl);
 	} else if (r >= 0) {
 		struct listing l = { .fs = fs, .out = db, .dirid = id, .path = path };
 		r = keys_of(fs, n, &l.pk);
@@ -1418,13 +1433,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, size);
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)fi;
-	/* writes go straight to the store; durability is fsync's job */
-	fuse_reply_err(req, 0);
-}
+/* No flush: writes go straight to the store and durability is fsync's job, so close(2)
+ * need not wait for a round trip (the kernel stops sending FLUSH after ENOSYS). */
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
@@ -1518,7 +1528,6 @@ static const struct fuse_lowlevel_ops ops = {
 	.open = op_open,
 	.read = op_read,
 	.write = op_write,
-	.flush = op_flush,
 	.release = op_release,
 	.fsync = op_fsync,
 	.opendir = op_opendir,
