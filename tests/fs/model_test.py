@@ -234,10 +234,10 @@ class Model:
             rb = res(lambda: os.fstat(fb).st_size)
             desc = f"fd-fstat-size ({rel})"
         else:
-            os.fsync(fa); os.fsync(fb)
-            ra, rb = res(os.close, fa), res(os.close, fb)
+            ra, rb = res(os.fsync, fa), res(os.fsync, fb)
+            res(os.close, fa); res(os.close, fb)
             del self.fds[i]
-            desc = f"fd-close ({rel})"
+            desc = f"fd-fsync+close ({rel})"
         if ra != rb:
             raise Mismatch(f"op #{self.nops} {desc}: mnt -> {ra!r:.200} ref -> {rb!r:.200}")
 
@@ -532,6 +532,9 @@ def main():
             m.compare("after final remount")
         n = m.compare("final")
         checks += 1
+    except OSError as e:
+        print(f"model_test: MISMATCH (seed={args.seed}): op #{m.nops}: unexpected error outside a compared call: {e!r}")
+        return 1
     except Mismatch as e:
         if args.self_test:
             print(f"model_test: SELF-TEST UNEXPECTED mismatch before injection: {e}")
