@@ -143,20 +143,18 @@ static int put_blocks(struct phi_cfile *cf, uint64_t first, size_t count, const 
 	return cf->s->ops->pwrite(cf->o, ct, o, ct_off(cf, first));
 }
 
-int phi_cfile_create(struct phi_store *s, struct phi_store_obj *o, const struct phi_key *ck,
-		     uint32_t kver, struct phi_cfile **ret)
+int phi_cfile_prepare(struct phi_store *s, const struct phi_key *ck, uint32_t kver,
+		      uint8_t ret_bytes[PHI_CF_EMPTY], struct phi_cfile **ret)
 {
 	struct phi_cfile *cf = calloc(1, sizeof(*cf));
 	if (!cf)
 		return -ENOMEM;
 	cf->s = s;
-	cf->o = o;
 	cf->shift = PHI_CF_SHIFT;
 	cf->kver = kver;
 	randombytes_buf(cf->id, sizeof(cf->id));
 	int r = setup_key(cf, ck);
-	uint8_t hdr[PHI_CF_HDR + PHI_GCM_OVERHEAD] = { 0 }, nonce[PHI_GCM_NONCE], aad[AAD_LEN];
-	uint64_t old = 0;
+	uint8_t hdr[PHI_CF_EMPTY] = { 0 }, nonce[PHI_GCM_NONCE], aad[AAD_LEN];
 	memcpy(hdr, PHI_CF_MAGIC, 4);
 	phi_put_u16be(hdr + 4, PHI_CF_VERSION);
 	hdr[6] = (uint8_t)cf->shift;
@@ -168,18 +166,42 @@ int phi_cfile_create(struct phi_store *s, struct phi_store_obj *o, const struct 
 		mk_aad(cf, 0, true, aad);
 		r = phi_gcm_seal(cf->g, nonce, aad, AAD_LEN, "", 0, hdr + PHI_CF_HDR);
 	}
-	if (r >= 0)
-		r = s->ops->size(o, &old);
-	if (r >= 0 && old > 0)
-		r = s->ops->truncate(o, 0);
-	if (r >= 0)
-		r = s->ops->pwrite(o, hdr, sizeof(hdr), 0);
 	if (r < 0) {
 		phi_cfile_free(cf);
 		return r;
 	}
 	cf->size = 0;
-	cf->ctsize = PHI_CF_HDR + PHI_GCM_OVERHEAD;
+	cf->ctsize = PHI_CF_EMPTY;
+	memcpy(ret_bytes, hdr, sizeof(hdr));
+	*ret = cf;
+	return 0;
+}
+
+void phi_cfile_bind(struct phi_cfile *cf, struct phi_store_obj *o)
+{
+	cf->o = o;
+}
+
+int phi_cfile_create(struct phi_store *s, struct phi_store_obj *o, const struct phi_key *ck,
+		     uint32_t kver, struct phi_cfile **ret)
+{
+	uint8_t hdr[PHI_CF_EMPTY];
+	struct phi_cfile *cf = NULL;
+	uint64_t old = 0;
+	int r = phi_cfile_prepare(s, ck, kver, hdr, &cf);
+	/* new header first, then cut: a crash in between leaves the new header over old
+	 * blocks, which all fail authentication (new file id), never a header-less object */
+	if (r >= 0)
+		r = s->ops->pwrite(o, hdr, sizeof(hdr), 0);
+	if (r >= 0)
+		r = s->ops->size(o, &old);
+	if (r >= 0 && old > sizeof(hdr))
+		r = s->ops->truncate(o, sizeof(hdr));
+	if (r < 0) {
+		phi_cfile_free(cf);
+		return r;
+	}
+	phi_cfile_bind(cf, o);
 	*ret = cf;
 	return 0;
 }
@@ -432,12 +454,12 @@ int phi_cfile_truncate(struct phi_cfile *cf, uint64_t size)
 		uint8_t ct[PHI_GCM_OVERHEAD];
 		int r = put_blocks(cf, 0, 1, (const uint8_t *)"", &zero, true, ct);
 		if (r >= 0)
-			r = cf->s->ops->truncate(cf->o, PHI_CF_HDR + PHI_GCM_OVERHEAD);
+			r = cf->s->ops->truncate(cf->o, PHI_CF_EMPTY);
 		if (r < 0) {
 			cf->damaged = true;
 			return r;
 		}
-		cf->ctsize = PHI_CF_HDR + PHI_GCM_OVERHEAD;
+		cf->ctsize = PHI_CF_EMPTY;
 		return 0;
 	}
 	if (size == cf->size)

@@ -29,16 +29,22 @@
 #define PHI_CF_SHIFT 12 /* 4 KiB blocks; docs/format.md has the measurement (bench-blocksize) */
 #endif
 #define PHI_CF_FILE_ID 16
+#define PHI_CF_EMPTY (PHI_CF_HDR + PHI_GCM_OVERHEAD) /* an empty file: header + final block */
 
 struct phi_cfile;
 
 /* Looks up the content key of a version for phi_cfile_open; returns 0 or -ENOKEY/-EKEYREVOKED. */
 typedef int (*phi_cf_keyfn)(void *ctx, uint32_t version, const struct phi_key **ret);
 
-/* Start a fresh file in an (empty or to-be-truncated) object: truncates it, writes a new
- * header with a random file id and the empty final block. */
+/* Start a fresh file in an existing object: writes a new header with a random file id and
+ * the empty final block over its start, then cuts the rest. */
 int phi_cfile_create(struct phi_store *s, struct phi_store_obj *o, const struct phi_key *content_key,
 		     uint32_t key_version, struct phi_cfile **ret);
+/* A fresh empty file not yet in the store: its bytes (for the store's atomic create) and a
+ * cfile to bind to the object once created. */
+int phi_cfile_prepare(struct phi_store *s, const struct phi_key *content_key, uint32_t key_version,
+		      uint8_t ret_bytes[PHI_CF_EMPTY], struct phi_cfile **ret);
+void phi_cfile_bind(struct phi_cfile *cf, struct phi_store_obj *o);
 /* Open existing content: parse the header (-EIO on a bad one) and derive the block key. */
 int phi_cfile_open(struct phi_store *s, struct phi_store_obj *o, phi_cf_keyfn keyfn, void *ctx,
 		   struct phi_cfile **ret);

@@ -1286,6 +1286,29 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_open(req, fi);
 }
 
+/* A new regular file: its object appears in the store only with a valid empty content
+ * header (store create is atomic), so a crash never leaves a header-less file. */
+static int new_object(struct phifs *fs, const struct target *t, mode_t mode,
+		      const struct fuse_ctx *ctx, const struct phi_key *ck,
+		      struct phi_store_obj **ret_obj, struct phi_cfile **ret_cf)
+{
+	uint8_t empty[PHI_CF_EMPTY];
+	struct phi_cfile *cf = NULL;
+	struct phi_store_obj *obj = NULL;
+	int r = phi_cfile_prepare(fs->s, ck, t->pk->current, empty, &cf);
+	if (r >= 0)
+		r = fs->s->ops->create(fs->s, t->path, mode, ctx->uid, ctx->gid, empty,
+				       sizeof(empty), &obj);
+	if (r < 0) {
+		phi_cfile_free(cf);
+		return r;
+	}
+	phi_cfile_bind(cf, obj);
+	*ret_obj = obj;
+	*ret_cf = cf;
+	return 0;
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
@@ -1301,9 +1324,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		r = phi_pkeys_content(t.pk, t.pk->current, &ck);
 	if (r >= 0)
 		r = put_sidecar(fs, &t);
+	struct phi_cfile *cf = NULL;
 	if (r >= 0)
-		r = fs->s->ops->open(fs->s, t.path, O_RDWR | O_CREAT | O_EXCL,
-				     mode & 07777 & ~ctx->umask, &obj);
+		r = new_object(fs, &t, mode & 07777 & ~ctx->umask, ctx, ck, &obj, &cf);
 	if (r == -EEXIST && !(fi->flags & O_EXCL)) {
 		/* lost a race with another creator: open the existing file */
 		r = entry_for(fs, d, &t, &e, &n);
@@ -1314,13 +1337,6 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		else
 			reply_err(req, r);
 		return;
-	}
-	struct phi_cfile *cf = NULL;
-	if (r >= 0) {
-		(void)fs->s->ops->chown(fs->s, t.path, ctx->uid, ctx->gid);
-		r = phi_cfile_create(fs->s, obj, ck, t.pk->current, &cf);
-		if (r < 0)
-			(void)fs->s->ops->unlink(fs->s, t.path);
 	}
 	if (r >= 0)
 		r = entry_for(fs, d, &t, &e, &n);
@@ -1372,14 +1388,10 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (r >= 0)
 		r = put_sidecar(fs, &t);
 	if (r >= 0)
-		r = fs->s->ops->open(fs->s, t.path, O_RDWR | O_CREAT | O_EXCL, mode & 07777 & ~ctx->umask, &obj);
+		r = new_object(fs, &t, mode & 07777 & ~ctx->umask, ctx, ck, &obj, &cf);
 	if (r >= 0) {
-		(void)fs->s->ops->chown(fs->s, t.path, ctx->uid, ctx->gid);
-		r = phi_cfile_create(fs->s, obj, ck, t.pk->current, &cf);
 		phi_cfile_free(cf);
-		int r2 = fs->s->ops->release(obj);
-		if (r >= 0)
-			r = r2;
+		r = fs->s->ops->release(obj);
 	}
 	if (r >= 0)
 		r = entry_for(fs, d, &t, &e, NULL);

@@ -73,6 +73,12 @@ struct phi_store_ops {
 	/* Objects. flags are O_* (O_CREAT, O_EXCL, O_TRUNC, O_RDONLY/O_RDWR). */
 	int (*open)(struct phi_store *s, const char *path, int flags, uint32_t mode,
 		    struct phi_store_obj **ret);
+	/* Creates a new object holding exactly init[0..len) and opens it read-write, atomically
+	 * (the path never names the object without that content, even across a crash) and
+	 * exclusively (-EEXIST if path exists). uid or gid (uint32_t)-1 keeps the caller's.
+	 * Not durable on return, like the namespace operations. */
+	int (*create)(struct phi_store *s, const char *path, uint32_t mode, uint32_t uid,
+		      uint32_t gid, const void *init, size_t len, struct phi_store_obj **ret);
 	/* Short reads happen only at end of object; *ret_n tells how many bytes came. */
 	int (*pread)(struct phi_store_obj *o, void *buf, size_t len, uint64_t off, size_t *ret_n);
 	int (*pwrite)(struct phi_store_obj *o, const void *buf, size_t len, uint64_t off);

@@ -635,6 +635,65 @@ static int local_put(struct phi_store *s, const char *path, const void *buf, siz
 	return RET_NERRNO(fsync(a.dfd));
 }
 
+/* Name a new object only once it holds its initial content: an O_TMPFILE inode is written,
+ * then linked in (linkat fails with EEXIST, which gives O_EXCL). Without O_TMPFILE (some
+ * filesystems), a hidden temp name is renamed with RENAME_NOREPLACE; a crash can then leave
+ * a ".tmp.*" entry, which is never a user entry. Either way a kill -9 cannot leave an empty
+ * or half-written object under the user-visible name. */
+static int local_create(struct phi_store *s, const char *path, uint32_t mode, uint32_t uid,
+			uint32_t gid, const void *init, size_t len, struct phi_store_obj **ret)
+{
+	if (!init && len)
+		return -EINVAL;
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	mode &= 07777;
+	char tmp[32] = "";
+	_cleanup_close_ int fd = openat(a.dfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
+	if (fd < 0) {
+		if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+			return phi_neg_errno();
+		for (int tries = 0; fd < 0; tries++) {
+			r = tmp_name(tmp, sizeof tmp);
+			if (r < 0)
+				return r;
+			fd = openat(a.dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				    (mode_t)mode);
+			if (fd < 0 && (errno != EEXIST || tries >= 16))
+				return phi_neg_errno();
+		}
+	}
+	r = write_full(fd, init, len, 0);
+	if (r >= 0 && (uid != (uint32_t)-1 || gid != (uint32_t)-1) &&
+	    fchown(fd, (uid_t)uid, (gid_t)gid) < 0 && errno != EPERM)
+		r = phi_neg_errno(); /* EPERM: an unprivileged daemon cannot give files away; the file stays its own */
+	if (r >= 0 && tmp[0]) {
+		r = RET_NERRNO(renameat2(a.dfd, tmp, a.dfd, a.leaf, RENAME_NOREPLACE));
+	} else if (r >= 0) {
+		char proc[64];
+		(void)snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+		r = RET_NERRNO(linkat(AT_FDCWD, proc, a.dfd, a.leaf, AT_SYMLINK_FOLLOW));
+		if (r == -ENOENT) { /* no /proc? AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH */
+			int r2 = RET_NERRNO(linkat(fd, "", a.dfd, a.leaf, AT_EMPTY_PATH));
+			if (r2 != -EPERM)
+				r = r2;
+		}
+	}
+	if (r < 0) {
+		if (tmp[0])
+			(void)unlinkat(a.dfd, tmp, 0);
+		return r;
+	}
+	struct phi_store_obj *o = malloc(sizeof *o);
+	if (!o)
+		return -ENOMEM; /* the object exists, with its content: as after a crash */
+	*o = (struct phi_store_obj){ .fd = TAKE_FD(fd), .err = 0 };
+	*ret = o;
+	return 0;
+}
+
 /* ---- open / close ---- */
 
 static void local_close(struct phi_store *s)
@@ -663,6 +722,7 @@ static const struct phi_store_ops local_ops = {
 	.readdir = local_readdir,
 	.statfs = local_statfs,
 	.open = local_open,
+	.create = local_create,
 	.pread = local_pread,
 	.pwrite = local_pwrite,
 	.truncate = local_truncate,

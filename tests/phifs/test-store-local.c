@@ -186,6 +186,22 @@ static void test_paths(struct phi_store *s)
 	CHECK_OK(o->unlink(s, "..x"));
 }
 
+static int count_one(void *ctx, const char *name, uint32_t type)
+{
+	(void)name;
+	(void)type;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* entries of a store directory, hidden ones included */
+static int count_entries(struct phi_store *s, const char *path)
+{
+	int n = 0;
+	CHECK_OK(s->ops->readdir(s, path, count_one, &n));
+	return n;
+}
+
 static void test_objects(struct phi_store *s)
 {
 	const struct phi_store_ops *o = s->ops;
@@ -230,6 +246,28 @@ static void test_objects(struct phi_store *s)
 	CHECK_OK(o->fsync(obj, false));
 	CHECK_OK(o->fsync(obj, true));
 	CHECK_OK(o->release(obj));
+
+	/* create: exclusive, with its content from the first moment, and no temp left behind */
+	CHECK_OK(o->create(s, "d/c", 0640, (uint32_t)-1, (uint32_t)-1, "hdr", 3, &obj2));
+	CHECK_OK(o->getattr(s, "d/c", &st));
+	CHECK(S_ISREG(st.mode));
+	CHECK_EQ(st.mode & 07777, 0640);
+	CHECK_EQ(st.size, 3);
+	CHECK_OK(o->pwrite(obj2, "!", 1, 3));
+	CHECK_OK(o->pread(obj2, buf, sizeof buf, 0, &n));
+	CHECK_EQ(n, 4);
+	CHECK_MEM(buf, "hdr!", 4);
+	CHECK_OK(o->release(obj2));
+	obj2 = NULL;
+	CHECK_EQ(o->create(s, "d/c", 0600, (uint32_t)-1, (uint32_t)-1, "x", 1, &obj2), -EEXIST);
+	CHECK(obj2 == NULL);
+	CHECK_EQ(o->create(s, "d/f", 0600, (uint32_t)-1, (uint32_t)-1, "x", 1, &obj2), -EEXIST);
+	CHECK_EQ(o->create(s, "nope/c", 0600, (uint32_t)-1, (uint32_t)-1, "x", 1, &obj2), -ENOENT);
+	CHECK_EQ(o->create(s, "d/../c", 0600, (uint32_t)-1, (uint32_t)-1, "x", 1, &obj2), -EINVAL);
+	CHECK_OK(o->getattr(s, "d/c", &st));
+	CHECK_EQ(st.size, 4); /* the failed create did not touch it */
+	CHECK_EQ(count_entries(s, "d"), 2);
+	CHECK_OK(o->unlink(s, "d/c"));
 
 	/* O_TRUNC and read-only opens */
 	CHECK_OK(o->open(s, "d/f", O_RDONLY, 0, &obj));
