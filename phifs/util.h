@@ -141,7 +141,7 @@ static inline int phi_cur_u32be(struct phi_cur *c, uint32_t *v)
 /* A failed read leaves the cursor where it was. */
 static inline int phi_cur_u64be(struct phi_cur *c, uint64_t *v)
 {
-	uint32_t hi, lo;
+	uint32_t hi = 0, lo = 0;
 	if (phi_cur_left(c) < 8)
 		return -EBADMSG;
 	(void)phi_cur_u32be(c, &hi);
