@@ -1,0 +1,723 @@
+/* auditd.c: the audit writer. One thread: poll for requests, append every ready request as
+ * one batch (one write, one fdatasync), ack, checkpoint on schedule. */
+#include "auditd.h"
+
+#include <inttypes.h>
+#include <poll.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#define NS 1000000000LL
+#define DAY_NS (86400LL * NS)
+
+struct conn {
+	int fd;
+	uint32_t gen;
+	uint32_t uid, pid;
+};
+
+struct pending {
+	size_t slot;
+	uint32_t gen, id;
+	int status;
+	struct phi_audit_record rec;
+};
+
+struct w {
+	const struct phi_auditd_opts *o;
+	const struct phi_audit_signer *signer;
+	int dfd, efd, lock_fd, seg_fd, ck_fd, res_fd, lfd;
+	char boot[37];
+	/* chain */
+	uint64_t next_seq;
+	uint8_t head[PHI_AUDIT_HASH_LEN];
+	uint64_t seg, seg_size;
+	int64_t seg_day;
+	bool need_trunc;
+	/* checkpoints */
+	uint64_t ck_idx, ck_size, ck_good;
+	uint8_t ck_prev[PHI_AUDIT_HASH_LEN];
+	int64_t ck_last; /* CLOCK_MONOTONIC ns */
+	bool ck_need_trunc;
+	bool degraded;
+	struct phi_buf out;
+	struct conn *conns;
+	size_t nconns;
+	struct pending *pend;
+	size_t npend;
+};
+
+static int64_t now_ns(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (int64_t)ts.tv_sec * NS + ts.tv_nsec;
+}
+
+static void logmsg(const char *what, int err)
+{
+	if (err)
+		fprintf(stderr, "phifs-auditd: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	else
+		fprintf(stderr, "phifs-auditd: %s\n", what);
+}
+
+static int write_all(int fd, const void *p, size_t len)
+{
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = write(fd, (const uint8_t *)p + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return phi_neg_errno();
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+/* A record the writer makes about itself. */
+static void self_event(struct phi_audit_record *rec, enum phi_audit_ev e, uint8_t outcome,
+		       const char *detail)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->ev.event = e;
+	rec->ev.action = 'E';
+	rec->ev.outcome = outcome;
+	rec->ev.actor.uid = (uint32_t)geteuid();
+	rec->ev.actor.gid = (uint32_t)getegid();
+	rec->ev.actor.pid = (uint32_t)getpid();
+	snprintf(rec->ev.actor.comm, sizeof(rec->ev.actor.comm), "phifs-auditd");
+	snprintf(rec->ev.actor.role, sizeof(rec->ev.actor.role), "audit");
+	snprintf(rec->ev.detail, sizeof(rec->ev.detail), "%s", detail);
+	rec->src_uid = (uint32_t)geteuid();
+	rec->src_pid = (uint32_t)getpid();
+}
+
+/* ---- checkpoints ---- */
+
+static int checkpoint(struct w *w, int kind)
+{
+	struct phi_audit_ckpt ck = { 0 };
+	struct phi_buf note _cleanup_buf_, fr _cleanup_buf_;
+	phi_buf_init(&note, PHI_AUDIT_NOTE_MAX);
+	phi_buf_init(&fr, PHI_AUDIT_NOTE_MAX + 5);
+	snprintf(ck.origin, sizeof(ck.origin), "%s", w->signer->vk.name);
+	ck.size = w->next_seq - 1;
+	memcpy(ck.head, w->head, sizeof(ck.head));
+	ck.idx = w->ck_idx + 1;
+	ck.ts_ns = now_ns(CLOCK_REALTIME);
+	memcpy(ck.prev, w->ck_prev, sizeof(ck.prev));
+	ck.seg = w->seg;
+	ck.kind = kind;
+	int r = phi_audit_ckpt_sign(&ck, w->signer, &note);
+	if (r == 0)
+		r = phi_audit_frame_put(&fr, note.p, note.len);
+	if (r < 0)
+		return r;
+	if (w->ck_need_trunc) {
+		if (ftruncate(w->ck_fd, (off_t)w->ck_good) < 0)
+			return phi_neg_errno();
+		w->ck_need_trunc = false;
+	}
+	r = write_all(w->ck_fd, fr.p, fr.len);
+	if (r == 0 && fdatasync(w->ck_fd) < 0)
+		r = phi_neg_errno();
+	if (r < 0) {
+		w->ck_need_trunc = ftruncate(w->ck_fd, (off_t)w->ck_good) < 0;
+		return r;
+	}
+	w->ck_good += fr.len;
+	w->ck_idx = ck.idx;
+	w->ck_size = ck.size;
+	w->ck_last = now_ns(CLOCK_MONOTONIC);
+	phi_audit_note_hash(note.p, note.len, w->ck_prev);
+
+	char name[64];
+	snprintf(name, sizeof(name), "ckpt-%012" PRIu64 ".note", ck.idx);
+	r = phi_audit_write_file(w->efd, name, note.p, note.len, 0644, true);
+	if (r < 0)
+		logmsg("exporting a checkpoint failed", r); /* the note stays in checkpoints.log */
+	return 0;
+}
+
+/* ---- segments ---- */
+
+static int seg_create(struct w *w, uint64_t segno)
+{
+	struct phi_audit_seghdr h = { .v = 1, .seg = segno, .first_seq = w->next_seq };
+	struct phi_buf js _cleanup_buf_, fr _cleanup_buf_;
+	char name[64];
+	phi_buf_init(&js, 1024);
+	phi_buf_init(&fr, 1100);
+	snprintf(h.origin, sizeof(h.origin), "%s", w->signer->vk.name);
+	memcpy(h.prev_head, w->head, sizeof(h.prev_head));
+	h.created_ns = now_ns(CLOCK_REALTIME);
+	int r = phi_audit_seghdr_encode(&h, &js);
+	if (r == 0)
+		r = phi_audit_frame_put(&fr, js.p, js.len);
+	if (r == 0)
+		r = phi_audit_seg_name(segno, name, sizeof(name));
+	if (r == 0)
+		r = phi_audit_write_file(w->dfd, name, fr.p, fr.len, 0640, false);
+	if (r < 0)
+		return r;
+	int fd = openat(w->dfd, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return phi_neg_errno();
+	phi_closep(&w->seg_fd);
+	w->seg_fd = fd;
+	w->seg = segno;
+	w->seg_size = fr.len;
+	w->seg_day = h.created_ns / DAY_NS;
+	return 0;
+}
+
+static int rotate(struct w *w)
+{
+	int r = checkpoint(w, PHI_CK_ROTATE);
+	if (r < 0)
+		return r;
+	(void)fchmod(w->seg_fd, 0440);
+	return seg_create(w, w->seg + 1);
+}
+
+/* ---- appending ---- */
+
+/* Append recs as one batch: one write, one fdatasync. On failure the segment is cut back and
+ * the chain state is unchanged. */
+static int append(struct w *w, struct phi_audit_record **recs, size_t n)
+{
+	uint8_t head[PHI_AUDIT_HASH_LEN], leaf[PHI_AUDIT_HASH_LEN];
+	struct phi_buf js _cleanup_buf_;
+	int r;
+	if (n == 0)
+		return 0;
+	if (w->need_trunc) {
+		if (ftruncate(w->seg_fd, (off_t)w->seg_size) < 0)
+			return phi_neg_errno();
+		w->need_trunc = false;
+	}
+	int64_t ts = now_ns(CLOCK_REALTIME);
+	bool has_records = w->next_seq > 1; /* a fresh segment after a fresh log never rotates */
+	if (has_records && w->seg_day != ts / DAY_NS && w->seg_size > 0) {
+		r = rotate(w);
+		if (r < 0)
+			return r;
+	}
+	phi_buf_init(&js, PHI_AUDIT_RECORD_MAX);
+	w->out.len = 0;
+	memcpy(head, w->head, sizeof(head));
+	for (size_t i = 0; i < n; i++) {
+		struct phi_audit_record *rec = recs[i];
+		rec->v = 1;
+		rec->seq = w->next_seq + i;
+		rec->ts_ns = ts;
+		rec->mono_ns = (uint64_t)now_ns(CLOCK_MONOTONIC);
+		memcpy(rec->boot, w->boot, sizeof(rec->boot));
+		memcpy(rec->prev, head, sizeof(head));
+		js.len = 0;
+		r = phi_audit_encode_record(rec, &js);
+		if (r == 0)
+			r = phi_audit_frame_put(&w->out, js.p, js.len);
+		if (r < 0)
+			return r;
+		phi_audit_leaf(js.p, js.len, leaf);
+		phi_audit_chain(head, rec->seq, leaf, head);
+	}
+	uint64_t max = w->o->segment_max ? w->o->segment_max : 64ull << 20;
+	if (w->seg_size + w->out.len > max && w->next_seq > 1) {
+		/* the header encodes prev_head, so rotate before the batch is placed */
+		r = rotate(w);
+		if (r < 0)
+			return r;
+		/* seq and prev do not change: the chain continues across segments */
+	}
+	r = write_all(w->seg_fd, w->out.p, w->out.len);
+	if (r == 0 && fdatasync(w->seg_fd) < 0)
+		r = phi_neg_errno();
+	if (r < 0) {
+		w->need_trunc = ftruncate(w->seg_fd, (off_t)w->seg_size) < 0;
+		return r;
+	}
+	w->seg_size += w->out.len;
+	w->next_seq += n;
+	memcpy(w->head, head, sizeof(head));
+	return 0;
+}
+
+static int append_self(struct w *w, enum phi_audit_ev e, uint8_t outcome, const char *detail)
+{
+	_cleanup_free_ struct phi_audit_record *rec = malloc(sizeof(*rec));
+	if (!rec)
+		return -ENOMEM;
+	self_event(rec, e, outcome, detail);
+	return append(w, &rec, 1);
+}
+
+static void enter_degraded(struct w *w, int err)
+{
+	char d[128];
+	if (w->degraded)
+		return;
+	w->degraded = true;
+	logmsg("log write failed, degraded: every submission fails until space returns", err);
+	/* give the reserved space back so that this very record can be written */
+	(void)ftruncate(w->res_fd, 0);
+	snprintf(d, sizeof(d), "log write failed (%s); submissions are refused", strerror(-err));
+	int r = append_self(w, PHI_AE_AUDIT_DEGRADED, 12, d);
+	if (r == 0)
+		r = checkpoint(w, PHI_CK_DEGRADED);
+	if (r < 0)
+		logmsg("recording the degraded state failed", r);
+}
+
+/* Service resumes only when the reserve can be allocated again. */
+static int try_resume(struct w *w)
+{
+	uint64_t res = w->o->reserve_bytes ? w->o->reserve_bytes : 1u << 20;
+	int r = posix_fallocate(w->res_fd, 0, (off_t)res);
+	if (r != 0)
+		return -r;
+	r = append_self(w, PHI_AE_AUDIT_DEGRADED, 0, "space returned; service resumed");
+	if (r < 0) {
+		(void)ftruncate(w->res_fd, 0);
+		return r;
+	}
+	w->degraded = false;
+	logmsg("service resumed", 0);
+	return 0;
+}
+
+static int commit(struct w *w, struct phi_audit_record **recs, size_t n)
+{
+	int r = 0;
+	if (w->degraded)
+		r = try_resume(w);
+	if (r == 0)
+		r = append(w, recs, n);
+	if (r == -ENOSPC || r == -EIO || r == -EDQUOT || r == -EROFS || r == -EFBIG) {
+		enter_degraded(w, r);
+		return r;
+	}
+	return r;
+}
+
+/* ---- recovery ---- */
+
+/* Save the bytes after off to NAME.torn-OFF, then cut the file there. Returns a detail line. */
+static int cut_tail(struct w *w, int fd, const char *name, const struct phi_buf *b, size_t off,
+		    char *detail, size_t dmax)
+{
+	char side[128], hb[PHI_AUDIT_HASH_LEN * 2 + 1];
+	uint8_t h[PHI_AUDIT_HASH_LEN];
+	size_t len = b->len - off;
+	crypto_hash_sha256(h, b->p + off, len);
+	sodium_bin2hex(hb, sizeof(hb), h, sizeof(h));
+	snprintf(side, sizeof(side), "%s.torn-%zu", name, off);
+	int r = phi_audit_write_file(w->dfd, side, b->p + off, len, 0440, false);
+	if (r < 0 && r != -EEXIST)
+		return r;
+	if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
+		return phi_neg_errno();
+	snprintf(detail, dmax, "%s: cut %zu bytes at offset %zu, sha256 %s", name, len, off, hb);
+	return 0;
+}
+
+static int recover_segment(struct w *w, uint64_t segno, char *detail, size_t dmax)
+{
+	char name[64];
+	struct phi_buf b _cleanup_buf_ = { 0 };
+	struct phi_audit_seghdr h;
+	const uint8_t *p;
+	size_t len;
+	(void)phi_audit_seg_name(segno, name, sizeof(name));
+	int r = phi_audit_read_file(w->dfd, name, 1ull << 30, &b);
+	if (r < 0)
+		return r;
+	struct phi_cur c = phi_cur_init(b.p, b.len);
+	/* segments are created complete with their header: a bad one is damage, not a crash */
+	if (phi_audit_frame_next(&c, PHI_AUDIT_RECORD_MAX, &p, &len) < 0 ||
+	    phi_audit_seghdr_parse(p, len, &h) < 0 || h.seg != segno)
+		return -EBADMSG;
+	w->next_seq = h.first_seq;
+	memcpy(w->head, h.prev_head, sizeof(w->head));
+	_cleanup_free_ struct phi_audit_record *rec = malloc(sizeof(*rec));
+	if (!rec)
+		return -ENOMEM;
+	while (phi_audit_frame_next(&c, PHI_AUDIT_RECORD_MAX, &p, &len) == 0) {
+		uint8_t leaf[PHI_AUDIT_HASH_LEN];
+		if (phi_audit_parse_record(p, len, rec) < 0 || rec->seq != w->next_seq ||
+		    memcmp(rec->prev, w->head, sizeof(w->head)) != 0) {
+			c.off = (size_t)(p - b.p) - 4;
+			break;
+		}
+		phi_audit_leaf(p, len, leaf);
+		phi_audit_chain(w->head, rec->seq, leaf, w->head);
+		w->next_seq++;
+	}
+	int fd = openat(w->dfd, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return phi_neg_errno();
+	w->seg_fd = fd;
+	if (c.off < b.len) {
+		r = cut_tail(w, fd, name, &b, c.off, detail, dmax);
+		if (r < 0)
+			return r;
+	}
+	w->seg = segno;
+	w->seg_size = c.off;
+	w->seg_day = h.created_ns / DAY_NS;
+	return 0;
+}
+
+static int recover_checkpoints(struct w *w, char *detail, size_t dmax)
+{
+	struct phi_buf b _cleanup_buf_ = { 0 };
+	const uint8_t *p;
+	size_t len;
+	w->ck_fd = openat(w->dfd, "checkpoints.log",
+			  O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+	if (w->ck_fd < 0)
+		return phi_neg_errno();
+	int r = phi_audit_read_file(w->dfd, "checkpoints.log", 1ull << 34, &b);
+	if (r < 0)
+		return r;
+	struct phi_cur c = phi_cur_init(b.p, b.len);
+	while (phi_audit_frame_next(&c, PHI_AUDIT_NOTE_MAX, &p, &len) == 0) {
+		struct phi_audit_ckpt ck;
+		if (phi_audit_ckpt_verify(p, len, &w->signer->vk, &ck) < 0 || ck.idx != w->ck_idx + 1) {
+			c.off = (size_t)(p - b.p) - 4;
+			break;
+		}
+		w->ck_idx = ck.idx;
+		w->ck_size = ck.size;
+		phi_audit_note_hash(p, len, w->ck_prev);
+	}
+	if (c.off < b.len) {
+		r = cut_tail(w, w->ck_fd, "checkpoints.log", &b, c.off, detail, dmax);
+		if (r < 0)
+			return r;
+	}
+	w->ck_good = c.off;
+	return 0;
+}
+
+static int open_log(struct w *w)
+{
+	const struct phi_auditd_opts *o = w->o;
+	char d1[400] = "", d2[400] = "";
+	if (mkdir(o->dir, 0750) < 0 && errno != EEXIST)
+		return phi_neg_errno();
+	w->dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	w->efd = open(o->export_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w->dfd < 0 || w->efd < 0)
+		return phi_neg_errno();
+	w->lock_fd = openat(w->dfd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (w->lock_fd < 0)
+		return phi_neg_errno();
+	if (flock(w->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? -EBUSY : phi_neg_errno();
+	int r = phi_audit_boot_id(w->boot);
+	if (r < 0)
+		return r;
+
+	_cleanup_free_ uint64_t *segs = NULL;
+	size_t nseg;
+	r = phi_audit_list(w->dfd, "seg-", ".log", &segs, &nseg);
+	if (r < 0)
+		return r;
+	r = recover_checkpoints(w, d2, sizeof(d2));
+	if (r < 0)
+		return r;
+	if (nseg == 0) {
+		w->next_seq = 1;
+		memset(w->head, 0, sizeof(w->head));
+		r = seg_create(w, 0);
+	} else
+		r = recover_segment(w, segs[nseg - 1], d1, sizeof(d1));
+	if (r < 0)
+		return r;
+	if (w->ck_size > w->next_seq - 1)
+		snprintf(d2, sizeof(d2), "checkpoints cover %" PRIu64 " records, the log holds %" PRIu64,
+			 w->ck_size, w->next_seq - 1);
+
+	w->res_fd = openat(w->dfd, "reserve", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (w->res_fd < 0)
+		return phi_neg_errno();
+	uint64_t res = o->reserve_bytes ? o->reserve_bytes : 1u << 20;
+	r = posix_fallocate(w->res_fd, 0, (off_t)res);
+	if (r != 0) {
+		logmsg("cannot allocate the reserve; starting degraded", -r);
+		w->degraded = true;
+		(void)ftruncate(w->res_fd, 0);
+	}
+
+	if (d1[0] || d2[0]) {
+		char d[256];
+		logmsg("recovered a torn tail", 0);
+		snprintf(d, sizeof(d), "%.127s%s%.120s", d1, d1[0] && d2[0] ? "; " : "", d2);
+		r = append_self(w, PHI_AE_AUDIT_RECOVERY, 8, d);
+		if (r < 0)
+			logmsg("writing the recovery record failed", r);
+	}
+	return 0;
+}
+
+/* ---- the socket side ---- */
+
+static int listen_socket(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path));
+	/* a stale socket of a previous run; never remove anything that is not a socket */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		(void)unlink(path);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return phi_neg_errno();
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0660) < 0 ||
+	    listen(fd, 512) < 0)
+		return phi_neg_errno();
+	return TAKE_FD(fd);
+}
+
+static void conn_close(struct w *w, size_t i)
+{
+	phi_closep(&w->conns[i].fd);
+	w->conns[i].gen++;
+}
+
+static void reply(struct w *w, size_t slot, uint32_t gen, uint32_t id, int status, uint64_t seq)
+{
+	uint8_t m[PHI_AUDIT_REP_LEN];
+	struct conn *c = &w->conns[slot];
+	if (c->fd < 0 || c->gen != gen)
+		return; /* the client went away */
+	memcpy(m, PHI_AUDIT_REP_MAGIC, 4);
+	phi_put_u32be(m + 4, id);
+	phi_put_u32be(m + 8, (uint32_t)status);
+	phi_put_u64be(m + 12, seq);
+	if (send(c->fd, m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(m))
+		conn_close(w, slot);
+}
+
+static void accept_all(struct w *w)
+{
+	size_t max = w->o->max_clients ? w->o->max_clients : 1024;
+	for (;;) {
+		int fd = accept4(w->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return;
+		struct ucred cr;
+		socklen_t cl = sizeof(cr);
+		size_t i;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0) {
+			(void)close(fd);
+			continue;
+		}
+		for (i = 0; i < w->nconns && w->conns[i].fd >= 0; i++)
+			;
+		if (i == w->nconns) {
+			if (w->nconns == max) {
+				(void)close(fd);
+				continue;
+			}
+			w->conns[w->nconns++] = (struct conn){ .fd = -1 };
+		}
+		w->conns[i].fd = fd;
+		w->conns[i].uid = (uint32_t)cr.uid;
+		w->conns[i].pid = (uint32_t)cr.pid;
+	}
+}
+
+/* Read every ready request of one connection into the batch (bounded by batch_max). */
+static void read_conn(struct w *w, size_t slot, size_t batch_max)
+{
+	uint8_t buf[PHI_AUDIT_REQ_HDR + PHI_AUDIT_RECORD_MAX + 1];
+	struct conn *c = &w->conns[slot];
+	while (c->fd >= 0 && w->npend < batch_max) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			conn_close(w, slot);
+			return;
+		}
+		if ((size_t)n < PHI_AUDIT_REQ_HDR || memcmp(buf, PHI_AUDIT_REQ_MAGIC, 4) != 0) {
+			conn_close(w, slot); /* not our protocol */
+			return;
+		}
+		struct pending *pe = &w->pend[w->npend];
+		pe->slot = slot;
+		pe->gen = c->gen;
+		pe->id = (uint32_t)buf[4] << 24 | (uint32_t)buf[5] << 16 | (uint32_t)buf[6] << 8 | buf[7];
+		memset(&pe->rec, 0, sizeof(pe->rec));
+		if ((size_t)n > PHI_AUDIT_REQ_HDR + PHI_AUDIT_RECORD_MAX ||
+		    phi_audit_parse_event(buf + PHI_AUDIT_REQ_HDR, (size_t)n - PHI_AUDIT_REQ_HDR,
+					  &pe->rec.ev) < 0) {
+			reply(w, slot, c->gen, pe->id, -EINVAL, 0);
+			continue;
+		}
+		/* writer-assigned provenance: who really sent this */
+		pe->rec.src_uid = c->uid;
+		pe->rec.src_pid = c->pid;
+		w->npend++;
+	}
+}
+
+static void flush_batch(struct w *w)
+{
+	struct phi_audit_record *recs[256];
+	size_t n = w->npend;
+	for (size_t i = 0; i < n; i++)
+		recs[i] = &w->pend[i].rec;
+	uint64_t first = w->next_seq;
+	int r = commit(w, recs, n);
+	if (r == 0)
+		first = w->next_seq - n; /* a "resumed" record may have come first */
+	for (size_t i = 0; i < n; i++)
+		reply(w, w->pend[i].slot, w->pend[i].gen, w->pend[i].id, r, r == 0 ? first + i : 0);
+	w->npend = 0;
+}
+
+static int poll_timeout(const struct w *w, int64_t now)
+{
+	const struct phi_auditd_opts *o = w->o;
+	int64_t ck_ms = o->ckpt_ms ? o->ckpt_ms : 1000, hb = o->heartbeat_s ? o->heartbeat_s : 60;
+	int64_t due = w->ck_last + hb * NS;
+	if (w->next_seq - 1 > w->ck_size && w->ck_last + ck_ms * 1000000 < due)
+		due = w->ck_last + ck_ms * 1000000;
+	if (w->degraded && now + NS < due)
+		due = now + NS;
+	if (due <= now)
+		return 0;
+	int64_t ms = (due - now + 999999) / 1000000;
+	return ms > 60000 ? 60000 : (int)ms;
+}
+
+static void maybe_checkpoint(struct w *w)
+{
+	const struct phi_auditd_opts *o = w->o;
+	int64_t now = now_ns(CLOCK_MONOTONIC);
+	int64_t ck_ms = o->ckpt_ms ? o->ckpt_ms : 1000, hb = o->heartbeat_s ? o->heartbeat_s : 60;
+	uint64_t nrec = o->ckpt_records ? o->ckpt_records : 1024;
+	uint64_t size = w->next_seq - 1;
+	int kind = -1;
+	if (size > w->ck_size && (size - w->ck_size >= nrec || now >= w->ck_last + ck_ms * 1000000))
+		kind = PHI_CK_BATCH;
+	else if (now >= w->ck_last + hb * NS)
+		kind = PHI_CK_HEARTBEAT;
+	if (kind < 0)
+		return;
+	int r = checkpoint(w, kind);
+	if (r < 0) {
+		logmsg("writing a checkpoint failed", r);
+		w->ck_last = now; /* retry on the next period, not in a busy loop */
+	}
+}
+
+static void serve(struct w *w)
+{
+	const struct phi_auditd_opts *o = w->o;
+	size_t batch_max = o->batch_max ? o->batch_max : 64;
+	size_t max = o->max_clients ? o->max_clients : 1024;
+	_cleanup_free_ struct pollfd *pfd = calloc(max + 2, sizeof(*pfd));
+	if (!pfd)
+		return;
+	for (;;) {
+		size_t np = 0;
+		pfd[np++] = (struct pollfd){ .fd = o->stop_fd, .events = POLLIN };
+		pfd[np++] = (struct pollfd){ .fd = w->lfd, .events = POLLIN };
+		for (size_t i = 0; i < w->nconns; i++)
+			pfd[np++] = (struct pollfd){ .fd = w->conns[i].fd, .events = POLLIN };
+		int t = poll_timeout(w, now_ns(CLOCK_MONOTONIC));
+		if (poll(pfd, np, t) < 0 && errno != EINTR)
+			return;
+		if (pfd[0].revents)
+			return;
+		if (pfd[1].revents)
+			accept_all(w);
+		int64_t deadline = 0;
+		for (;;) {
+			for (size_t i = 0; i < w->nconns && w->npend < batch_max; i++)
+				if (pfd[i + 2].revents && w->conns[i].fd >= 0)
+					read_conn(w, i, batch_max);
+			/* optional short wait so that more concurrent submitters share the fsync */
+			if (w->npend == 0 || w->npend >= batch_max || o->batch_wait_us == 0)
+				break;
+			int64_t now = now_ns(CLOCK_MONOTONIC);
+			if (!deadline)
+				deadline = now + (int64_t)(o->batch_wait_us > 2000 ? 2000 : o->batch_wait_us) * 1000;
+			if (now >= deadline)
+				break;
+			for (size_t i = 0; i < w->nconns; i++)
+				pfd[i + 2] = (struct pollfd){ .fd = w->conns[i].fd, .events = POLLIN };
+			if (poll(pfd + 2, w->nconns, (int)((deadline - now + 999999) / 1000000)) <= 0)
+				break;
+		}
+		if (w->npend)
+			flush_batch(w);
+		maybe_checkpoint(w);
+	}
+}
+
+int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signer *signer)
+{
+	struct w w = { .o = o, .signer = signer, .dfd = -1, .efd = -1, .lock_fd = -1, .seg_fd = -1,
+		       .ck_fd = -1, .res_fd = -1, .lfd = -1 };
+	size_t max = o->max_clients ? o->max_clients : 1024;
+	size_t bmax = o->batch_max ? o->batch_max : 64;
+	int r;
+	if (bmax > 256 || !o->dir || !o->export_dir || !o->socket_path)
+		return -EINVAL;
+	phi_buf_init(&w.out, bmax * (PHI_AUDIT_RECORD_MAX + 5));
+	w.conns = calloc(max, sizeof(*w.conns));
+	w.pend = calloc(bmax, sizeof(*w.pend));
+	if (!w.conns || !w.pend) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = open_log(&w);
+	if (r < 0)
+		goto out;
+	if (append_self(&w, PHI_AE_AUDIT_START, 0, "") < 0 || checkpoint(&w, PHI_CK_START) < 0)
+		logmsg("writing the start record failed", 0);
+	w.ck_last = now_ns(CLOCK_MONOTONIC);
+	r = listen_socket(o->socket_path);
+	if (r < 0)
+		goto out;
+	w.lfd = r;
+	logmsg("ready", 0);
+	serve(&w);
+	if (w.npend)
+		flush_batch(&w);
+	if (append_self(&w, PHI_AE_AUDIT_STOP, 0, "") < 0 || checkpoint(&w, PHI_CK_STOP) < 0)
+		logmsg("writing the stop record failed", 0);
+	(void)unlink(o->socket_path);
+	r = 0;
+out:
+	for (size_t i = 0; i < w.nconns; i++)
+		phi_closep(&w.conns[i].fd);
+	free(w.conns);
+	free(w.pend);
+	phi_buf_done(&w.out);
+	phi_closep(&w.lfd);
+	phi_closep(&w.seg_fd);
+	phi_closep(&w.ck_fd);
+	phi_closep(&w.res_fd);
+	phi_closep(&w.efd);
+	phi_closep(&w.lock_fd);
+	phi_closep(&w.dfd);
+	return r;
+}

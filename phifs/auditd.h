@@ -1,0 +1,35 @@
+/* auditd.h: the audit writer (phifs-auditd): recovery, group commit, checkpoints, rotation,
+ * fail-closed degraded mode. docs/audit-format.md describes what it writes. */
+#ifndef PHI_AUDITD_H
+#define PHI_AUDITD_H
+
+#include <stdint.h>
+
+#include "audit.h"
+
+struct phi_auditd_opts {
+	const char *dir;          /* log directory (created 0750 if missing) */
+	const char *export_dir;   /* second location for checkpoint notes */
+	const char *socket_path;  /* AF_UNIX SOCK_SEQPACKET, mode 0660 */
+	uint64_t segment_max;     /* bytes; 0: 64 MiB */
+	uint64_t reserve_bytes;   /* preallocated reserve; 0: 1 MiB */
+	uint32_t batch_max;       /* records per batch; 0: 64 */
+	uint32_t batch_wait_us;   /* extra wait for more records once one is pending (<= 2000) */
+	uint32_t ckpt_ms;         /* checkpoint at most this long after a record; 0: 1000 */
+	uint32_t ckpt_records;    /* ... or after this many records; 0: 1024 */
+	uint32_t heartbeat_s;     /* idle checkpoint; 0: 60 */
+	uint32_t max_clients;     /* 0: 1024 */
+	int stop_fd;              /* readable: clean stop (a signalfd); -1: none */
+};
+
+/* Recover, serve until stop_fd is readable, then write audit-stop and a final checkpoint.
+ * Returns 0 after a clean stop, -errno if the log could not be opened or recovered. */
+int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signer *signer);
+
+/* Wire format (docs/audit-format.md) */
+#define PHI_AUDIT_REQ_MAGIC "PAQ1"
+#define PHI_AUDIT_REP_MAGIC "PAR1"
+#define PHI_AUDIT_REQ_HDR 8
+#define PHI_AUDIT_REP_LEN 20
+
+#endif
