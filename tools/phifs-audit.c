@@ -9,7 +9,7 @@
  *   phifs-audit pseudonym --lookup-key FILE (--patient ID | --path PATH)
  *   phifs-audit resolve --lookup-key FILE PSEUDONYM
  *   phifs-audit submit --socket PATH --event E [--action A] [--outcome N] [--principal P]
- *                      [--role R] [--detail TEXT]
+ *                      [--role R] [--patient pt:PSEUDONYM] [--detail TEXT]
  *
  * Times (T): seconds since the epoch, or YYYY-MM-DDTHH:MM:SSZ.
  * verify exits 0 ok, 1 tampered, 2 unverifiable; other commands 0 ok, 1 error, 2 usage.
@@ -303,6 +303,7 @@ static int cmd_submit(const struct args *a)
 	snprintf(ev.actor.principal, sizeof(ev.actor.principal), "%s", a->principal ? a->principal : "");
 	snprintf(ev.actor.role, sizeof(ev.actor.role), "%s", a->role ? a->role : "");
 	snprintf(ev.detail, sizeof(ev.detail), "%s", a->detail ? a->detail : "");
+	snprintf(ev.obj.patient, sizeof(ev.obj.patient), "%s", a->patient ? a->patient : "");
 	int r = phi_audit_client_open(a->socket, &c);
 	if (r == 0) {
 		r = phi_audit_submit(c, &ev, &seq);
@@ -324,7 +325,8 @@ static int usage(void)
 	      "        [--outcome N] [--from T] [--to T] [--format table|json|csv] [--lookup-key FILE]\n"
 	      "  pseudonym --lookup-key FILE (--patient ID | --path PATH)\n"
 	      "  resolve --lookup-key FILE PSEUDONYM\n"
-	      "  submit --socket PATH --event E [--action A] [--outcome N] [--principal P] [--role R] [--detail T]\n",
+	      "  submit --socket PATH --event E [--action A] [--outcome N] [--principal P] [--role R]\n"
+	      "         [--patient pt:PSEUDONYM] [--detail T]\n",
 	      stderr);
 	return 2;
 }

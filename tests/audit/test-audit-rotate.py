@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Rotation by size: the chain continues across segments, closed segments are read-only, each
+rotation writes a checkpoint, a restart continues the last segment, and a removed middle
+segment is detected."""
+import os, shutil, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from auditlib import *
+
+e = Env()
+try:
+    e.start('--segment-max', '4096')
+    ok, bad = e.load(4, 25)
+    e.stop()
+    e.start('--segment-max', '4096')
+    ok2, bad2 = e.load(2, 5, tag='r')
+    e.stop()
+    check(not bad and not bad2, 'failures')
+    segs = sorted(f for f in os.listdir(e.log) if f.startswith('seg-'))
+    check(len(segs) >= 5, 'segments: %r' % segs)
+    check(all(os.stat(os.path.join(e.log, s)).st_mode & 0o222 == 0 for s in segs[:-1]), 'closed segments writable')
+    rc, j = e.verify()
+    check(rc == 0 and j['segments'] == len(segs), 'verify: %r' % j)
+    notes, _ = read_frames(os.path.join(e.log, 'checkpoints.log'))
+    check(sum(b'\nkind rotate\n' in n for n in notes) == len(segs) - 1, 'one rotate checkpoint per rotation')
+    d = os.path.join(e.tmp, 'v')
+    shutil.copytree(e.log, d)
+    os.unlink(os.path.join(d, segs[2]))
+    rc, j = e.verify(log=d)
+    check(rc == 1, 'middle segment removed: %r' % j)
+    print('segments %d; removed middle segment: %s' % (len(segs), j['reason']))
+finally:
+    e.cleanup()
+print('PASS')
