@@ -6,10 +6,14 @@
  *   phifs-audit query --dir LOGDIR [--patient ID|pt:..] [--principal P] [--role R] [--event E]
  *                     [--outcome N] [--from T] [--to T] [--format table|json|csv]
  *                     [--lookup-key FILE]
+ *   phifs-audit report --dir LOGDIR [--from T] [--to T] [--out-md FILE] [--out-html FILE]
+ *   phifs-audit watch --dir LOGDIR [--socket PATH] [--work-hours A-B] [--deny-max N]
+ *                     [--spike-max N] [--once]
  *   phifs-audit pseudonym --lookup-key FILE (--patient ID | --path PATH)
  *   phifs-audit resolve --lookup-key FILE PSEUDONYM
  *   phifs-audit submit --socket PATH --event E [--action A] [--outcome N] [--principal P]
- *                      [--role R] [--patient pt:PSEUDONYM] [--detail TEXT]
+ *                      [--role R] [--patient pt:PSEUDONYM] [--purpose P] [--grant-exp T]
+ *                      [--detail TEXT]
  *
  * Times (T): seconds since the epoch, or YYYY-MM-DDTHH:MM:SSZ.
  * verify exits 0 ok, 1 tampered, 2 unverifiable; other commands 0 ok, 1 error, 2 usage.
@@ -22,10 +26,14 @@
 #include "phifs/audit-client.h"
 #include "phifs/audit.h"
 #include "phifs/keys.h"
+#include "tools/audit-report.h"
 
 struct args {
 	const char *out, *name, *key_file, *dir, *export_dir, *pubkey, *patient, *path, *principal,
-		*role, *event, *format, *lookup_key, *socket, *action, *detail;
+		*role, *event, *format, *lookup_key, *socket, *action, *detail, *out_md, *out_html, *purpose;
+	int64_t grant_exp_ns;
+	unsigned work_from, work_to, deny_max, spike_max;
+	bool once;
 	int outcome;
 	int64_t from_ns, to_ns;
 	uint64_t max_gap;
@@ -304,6 +312,8 @@ static int cmd_submit(const struct args *a)
 	snprintf(ev.actor.role, sizeof(ev.actor.role), "%s", a->role ? a->role : "");
 	snprintf(ev.detail, sizeof(ev.detail), "%s", a->detail ? a->detail : "");
 	snprintf(ev.obj.patient, sizeof(ev.obj.patient), "%s", a->patient ? a->patient : "");
+	snprintf(ev.why.purpose, sizeof(ev.why.purpose), "%s", a->purpose ? a->purpose : "");
+	ev.why.grant_exp_ns = a->grant_exp_ns;
 	int r = phi_audit_client_open(a->socket, &c);
 	if (r == 0) {
 		r = phi_audit_submit(c, &ev, &seq);
@@ -315,6 +325,41 @@ static int cmd_submit(const struct args *a)
 	return 0;
 }
 
+static int cmd_report(const struct args *a)
+{
+	if (!a->dir)
+		return 2;
+	_cleanup_fclose_ FILE *md = a->out_md ? fopen(a->out_md, "we") : NULL;
+	_cleanup_fclose_ FILE *html = a->out_html ? fopen(a->out_html, "we") : NULL;
+	if ((a->out_md && !md) || (a->out_html && !html))
+		return err("cannot create the report", errno);
+	int r = phi_audit_report(a->dir, a->from_ns, a->to_ns, md ? md : a->out_html ? NULL : stdout,
+				 html);
+	return r < 0 ? err("report", r) : 0;
+}
+
+static int cmd_watch(const struct args *a)
+{
+	struct phi_audit_watch_opts o = { .log_dir = a->dir, .work_from = a->work_from,
+					  .work_to = a->work_to, .deny_max = a->deny_max,
+					  .spike_max = a->spike_max, .once = a->once };
+	uint64_t hits = 0;
+	if (!a->dir)
+		return 2;
+	if (a->socket) {
+		int r = phi_audit_client_open(a->socket, &o.client);
+		if (r < 0)
+			return err("cannot open the audit socket", r);
+	}
+	int r = phi_audit_watch(&o, &hits);
+	phi_audit_client_free(o.client);
+	if (r < 0)
+		return err("watch", r);
+	if (a->once)
+		fprintf(stderr, "phifs-audit: watch: %" PRIu64 " alerts\n", hits);
+	return 0;
+}
+
 static int usage(void)
 {
 	fputs("usage: phifs-audit COMMAND [OPTIONS]\n"
@@ -323,10 +368,12 @@ static int usage(void)
 	      "  verify --dir LOGDIR --export-dir DIR --pubkey FILE [--max-gap S] [--json]\n"
 	      "  query --dir LOGDIR [--patient ID|pt:..] [--principal P] [--role R] [--event E]\n"
 	      "        [--outcome N] [--from T] [--to T] [--format table|json|csv] [--lookup-key FILE]\n"
+	      "  report --dir LOGDIR [--from T] [--to T] [--out-md FILE] [--out-html FILE]\n"
+	      "  watch --dir LOGDIR [--socket PATH] [--work-hours A-B] [--deny-max N] [--spike-max N] [--once]\n"
 	      "  pseudonym --lookup-key FILE (--patient ID | --path PATH)\n"
 	      "  resolve --lookup-key FILE PSEUDONYM\n"
 	      "  submit --socket PATH --event E [--action A] [--outcome N] [--principal P] [--role R]\n"
-	      "         [--patient pt:PSEUDONYM] [--detail T]\n",
+	      "         [--patient pt:PSEUDONYM] [--purpose P] [--grant-exp T] [--detail T]\n",
 	      stderr);
 	return 2;
 }
@@ -344,9 +391,13 @@ int main(int argc, char **argv)
 		{ "format", required_argument, NULL, 'm' },  { "lookup-key", required_argument, NULL, 'L' },
 		{ "max-gap", required_argument, NULL, 'g' }, { "json", no_argument, NULL, 'j' },
 		{ "socket", required_argument, NULL, 's' },  { "action", required_argument, NULL, 'a' },
-		{ "detail", required_argument, NULL, 'D' },  { 0 },
+		{ "detail", required_argument, NULL, 'D' },  { "out-md", required_argument, NULL, 'M' },
+		{ "out-html", required_argument, NULL, 'H' }, { "work-hours", required_argument, NULL, 'W' },
+		{ "deny-max", required_argument, NULL, 'x' }, { "spike-max", required_argument, NULL, 'y' },
+		{ "once", no_argument, NULL, '1' },          { "purpose", required_argument, NULL, 'U' },
+		{ "grant-exp", required_argument, NULL, 'X' }, { 0 },
 	};
-	struct args a = { .outcome = -1 };
+	struct args a = { .outcome = -1, .work_from = 6, .work_to = 22 };
 	uint64_t v;
 	int c;
 	(void)prctl(PR_SET_DUMPABLE, 0); /* may hold the master or lookup key */
@@ -375,6 +426,25 @@ int main(int argc, char **argv)
 		case 'a': a.action = optarg; break;
 		case 'D': a.detail = optarg; break;
 		case 'j': a.json = true; break;
+		case 'M': a.out_md = optarg; break;
+		case 'U': a.purpose = optarg; break;
+		case 'X':
+			if (parse_time(optarg, &a.grant_exp_ns) < 0)
+				return usage();
+			break;
+		case 'H': a.out_html = optarg; break;
+		case '1': a.once = true; break;
+		case 'W':
+			if (sscanf(optarg, "%u-%u", &a.work_from, &a.work_to) != 2 || a.work_from > 24 ||
+			    a.work_to > 24)
+				return usage();
+			break;
+		case 'x':
+		case 'y':
+			if (phi_parse_u64(optarg, 100000, &v) < 0 || v == 0)
+				return usage();
+			*(c == 'x' ? &a.deny_max : &a.spike_max) = (unsigned)v;
+			break;
 		case 'O':
 			if (phi_parse_u64(optarg, 12, &v) < 0)
 				return usage();
@@ -409,6 +479,10 @@ int main(int argc, char **argv)
 		r = cmd_pseudonym(&a, 1, (char *[]){ "pseudonym" });
 	else if (!strcmp(cmd, "resolve") && rest == 1)
 		r = cmd_pseudonym(&a, 2, (char *[]){ "resolve", argv[optind] });
+	else if (!strcmp(cmd, "report") && rest == 0)
+		r = cmd_report(&a);
+	else if (!strcmp(cmd, "watch") && rest == 0)
+		r = cmd_watch(&a);
 	else if (!strcmp(cmd, "submit") && rest == 0)
 		r = cmd_submit(&a);
 	else
