@@ -533,7 +533,7 @@ static int parse_any(const uint8_t *p, size_t len, bool stored, struct phi_audit
 	char key[16], tmp[B64_HASH_LEN + 2];
 	bool first = true;
 	uint32_t m = 0;
-	uint64_t u;
+	uint64_t u = 0;
 	int r;
 	if (len > PHI_AUDIT_RECORD_MAX || jp_lit(&c, '{') < 0)
 		return -EBADMSG;
@@ -1125,7 +1125,7 @@ static int ckpt_parse_body(const uint8_t *p, size_t len, struct phi_audit_ckpt *
 	struct phi_audit_ckpt ck = { 0 };
 	const char *l;
 	size_t n;
-	uint64_t u;
+	uint64_t u = 0;
 	if (len > PHI_AUDIT_NOTE_MAX || next_line(&c, &l, &n) < 0 || n >= sizeof(ck.origin))
 		return -EBADMSG;
 	memcpy(ck.origin, l, n);

@@ -194,7 +194,7 @@ static int rotate(struct w *w)
 static int append(struct w *w, struct phi_audit_record **recs, size_t n)
 {
 	uint8_t head[PHI_AUDIT_HASH_LEN], leaf[PHI_AUDIT_HASH_LEN];
-	struct phi_buf js _cleanup_buf_;
+	struct phi_buf js _cleanup_buf_ = { 0 };
 	int r;
 	if (n == 0)
 		return 0;

@@ -30,7 +30,7 @@ static void bump(struct tally *t, const char *key)
 		t->other++;
 		return;
 	}
-	snprintf(t->c[t->n].key, sizeof(t->c[t->n].key), "%s", k);
+	snprintf(t->c[t->n].key, sizeof(t->c[t->n].key), "%.127s", k); /* long keys are cut */
 	t->c[t->n++].n = 1;
 }
 
