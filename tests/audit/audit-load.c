@@ -39,9 +39,37 @@ static void *run(void *arg)
 	return NULL;
 }
 
+/* "audit-load SOCKET -": one client object; each stdin line is submitted with that tag.
+ * Shows how one client behaves across writer stops and restarts. */
+static int interactive(const char *sock)
+{
+	struct phi_audit_client_opts o = { .pool = 2, .deadline_ms = 2000 };
+	struct phi_audit_client *c;
+	char line[128];
+	if (phi_audit_client_open_opts(sock, &o, &c) < 0)
+		return 1;
+	while (fgets(line, sizeof(line), stdin)) {
+		struct phi_audit_event ev = { .event = PHI_AE_OPEN, .action = 'R' };
+		uint64_t seq = 0;
+		line[strcspn(line, "\n")] = 0;
+		ev.actor.pid = (uint32_t)getpid();
+		snprintf(ev.detail, sizeof(ev.detail), "%s", line);
+		int r = phi_audit_submit(c, &ev, &seq);
+		if (r == 0)
+			printf("ok %" PRIu64 " %s\n", seq, line);
+		else
+			printf("fail %d %s\n", -r, line);
+		fflush(stdout);
+	}
+	phi_audit_client_free(c);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t threads, per, dl = 2000;
+	if (argc == 3 && !strcmp(argv[2], "-"))
+		return interactive(argv[1]);
 	if (argc < 4 || phi_parse_u64(argv[2], 1024, &threads) < 0 ||
 	    phi_parse_u64(argv[3], 1000000, &per) < 0 || (argc > 4 && phi_parse_u64(argv[4], 60000, &dl) < 0)) {
 		fprintf(stderr, "usage: audit-load SOCKET THREADS PER_THREAD [DEADLINE_MS [TAG]]\n");
