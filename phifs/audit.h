@@ -73,8 +73,8 @@ struct phi_audit_event {
 	struct {
 		uint32_t uid, gid, pid;
 		char comm[17];
-		char exe[256];
-		char unit[128];
+		char exe[1024];   /* sizes match policy.h's struct phi_identity */
+		char unit[256];
 		char role[32];
 		char principal[128];
 	} actor;
