@@ -533,7 +533,7 @@ static int cp_to_byte(uint32_t cp)
 
 static void bpe_piece(const struct phi_tok *t, const uint8_t *p, size_t len, struct out *o)
 {
-	char buf[4 * 256];
+	char buf[4 * 256] = { 0 };
 	int32_t ids[512];
 	/* long pieces (runs of letters) go in slices; no Llama 3 token is that long */
 	if (len > 256) {
