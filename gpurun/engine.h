@@ -26,6 +26,8 @@ int phi_engine_load(const char *path, const struct phi_engine_opts *o, struct ph
 void phi_engine_free(struct phi_engine *e);
 
 enum phi_backend phi_engine_backend(const struct phi_engine *e);
+/* Why that backend, e.g. "built without CUDA" or "no CUDA device (or no driver) found". */
+const char *phi_engine_backend_note(const struct phi_engine *e);
 uint32_t phi_engine_n_vocab(const struct phi_engine *e);
 uint32_t phi_engine_n_ctx(const struct phi_engine *e);
 uint32_t phi_engine_pos(const struct phi_engine *e);

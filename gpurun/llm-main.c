@@ -133,9 +133,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	double t1 = now();
-	fprintf(stderr, "phi-llm: loaded in %.1f ms, backend %s, context %u, %d thread(s)\n",
+	fprintf(stderr, "phi-llm: loaded in %.1f ms, backend %s (%s), context %u, %d thread(s)\n",
 		(t1 - t0) * 1e3, phi_engine_backend(e) == PHI_BACKEND_CUDA ? "cuda" : "cpu",
-		phi_engine_n_ctx(e), eo.n_threads);
+		phi_engine_backend_note(e), phi_engine_n_ctx(e), eo.n_threads);
 	size_t cap = phi_engine_n_ctx(e) + 16, n = 0;
 	_cleanup_free_ int32_t *ids = calloc(cap, sizeof(int32_t));
 	if (!ids) {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """gpurun engine tests through phi-llm, against the independent numpy reference in gguflib.
 
-usage: test-engine.py PHI_LLM MODELS_DIR CASE   (CASE: logits | generate | tokenizer | hostile)
+usage: test-engine.py PHI_LLM MODELS_DIR CASE   (CASE: logits | generate | tokenizer | hostile | gpu)
 Exits 77 (skip) without numpy or without the stories260K models."""
 import atexit
 import os
@@ -33,9 +33,10 @@ def run(*args, check=True):
     return p
 
 
-def c_logits(path, toks, threads=1):
+def c_logits(path, toks, threads=1, gpu=False):
     out = os.path.join(TMP, 'logits.bin')
-    run('-m', path, '-t', str(threads), '--tokens', ','.join(map(str, toks)), '--logits', out)
+    run('-m', path, '-t', str(threads), '--tokens', ','.join(map(str, toks)), '--logits', out,
+        *(() if gpu else ('--no-gpu',)))
     a = np.fromfile(out, dtype=np.float32)
     return a.reshape(len(toks) + 1, -1)
 
@@ -268,6 +269,28 @@ def test_hostile():
         assert 'gguf:' in err or 'model:' in err or 'tokenizer:' in err, name
 
 
-{'logits': test_logits, 'generate': test_generate, 'tokenizer': test_tokenizer,
+def test_gpu():
+    """CUDA logits against the CPU path and the numpy reference; skips without a GPU."""
+    probe = write('probe.gguf', G.random_llama(1, G.T_F32, n_embd=64, n_head=4, n_head_kv=2, n_ff=128))
+    err = run('-m', probe, '-p', 'x', '-n', '1').stderr.decode()
+    print(err.strip().splitlines()[0])
+    if 'backend cuda' not in err:
+        sys.exit(77)
+    toks = [1, 17, 5, 250, 42, 7, 99, 3, 120, 200, 11] * 4  # 44 tokens: two prefill batches
+    for tt, tol in ((G.T_F32, 1e-3), (G.T_F16, 1e-3), (G.T_BF16, 1e-3), (G.T_Q8_0, 0.1),
+                    (G.T_Q4_K, 0.1), (G.T_Q6_K, 0.1)):
+        path = write('g%d.gguf' % tt, G.random_llama(tt, tt, rope_freqs=True))
+        ref = G.forward(G.Reader(open(path, 'rb').read()), toks)
+        gpu, cpu = c_logits(path, toks, gpu=True), c_logits(path, toks)
+        e_ref, e_cpu = rel_err(gpu[:-1], ref), rel_err(gpu, cpu)
+        print('gpu type %d: err vs numpy %.2e, vs cpu %.2e' % (tt, e_ref, e_cpu))
+        # the GPU keeps activations in f32, so it is as close to numpy as F32 for every type
+        assert e_ref < 1e-3 and e_cpu < tol
+    if os.path.exists(STORIES['f32']):
+        assert gen(STORIES['f32']) == run('-m', STORIES['f32'], '-p', 'Once upon a time', '-n', '200',
+                                          '--no-gpu').stdout.decode()
+
+
+{'logits': test_logits, 'gpu': test_gpu, 'generate': test_generate, 'tokenizer': test_tokenizer,
  'hostile': test_hostile}[CASE]()
 print('ok')
