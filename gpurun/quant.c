@@ -54,6 +54,18 @@ uint16_t phi_f32_to_fp16(float f)
 	return (uint16_t)(sign | ((r - 0x38000000) >> 13));
 }
 
+/* In the kernels: a hardware conversion where the clone has F16C. */
+static inline float f16(uint16_t h)
+{
+#ifdef __FLT16_MAX__
+	_Float16 x;
+	memcpy(&x, &h, 2);
+	return (float)x;
+#else
+	return phi_fp16_to_f32(h);
+#endif
+}
+
 static inline float bf16_to_f32(uint16_t h)
 {
 	uint32_t u = (uint32_t)h << 16;
@@ -181,7 +193,7 @@ HOT static float dot_q8_0(const struct phi_bq8_0 *w, const struct phi_aq8_0 *a, 
 		int si = 0;
 		for (int j = 0; j < 32; j++)
 			si += w[b].qs[j] * a[b].qs[j];
-		s += phi_fp16_to_f32(w[b].d) * a[b].d * (float)si;
+		s += f16(w[b].d) * a[b].d * (float)si;
 	}
 	return s;
 }
@@ -192,21 +204,24 @@ HOT static float dot_q4_k(const struct phi_bq4_k *w, const struct phi_aq8_k *a, 
 	for (size_t b = 0; b < n / 256; b++) {
 		const uint8_t *q = w[b].qs;
 		const int8_t *y = a[b].qs;
-		int sumi = 0, summ = 0;
+		/* per-lane sums scaled by the sub-block scale: one horizontal sum per block */
+		int32_t acc[16] = { 0 };
+		int summ = 0;
 		for (int c = 0; c < 4; c++, q += 32, y += 64) {
-			int sc0, m0, sc1, m1, lo = 0, hi = 0;
+			int sc0, m0, sc1, m1;
 			q4k_scale_min(w[b].scales, 2 * c, &sc0, &m0);
 			q4k_scale_min(w[b].scales, 2 * c + 1, &sc1, &m1);
-			for (int l = 0; l < 32; l++) {
-				lo += (q[l] & 0xF) * y[l];
-				hi += (q[l] >> 4) * y[l + 32];
-			}
-			sumi += sc0 * lo + sc1 * hi;
+			for (int h = 0; h < 32; h += 16)
+				for (int j = 0; j < 16; j++)
+					acc[j] += sc0 * ((q[h + j] & 0xF) * y[h + j]) +
+						  sc1 * ((q[h + j] >> 4) * y[h + j + 32]);
 			summ += m0 * (a[b].bsums[4 * c] + a[b].bsums[4 * c + 1]) +
 				m1 * (a[b].bsums[4 * c + 2] + a[b].bsums[4 * c + 3]);
 		}
-		s += a[b].d * (phi_fp16_to_f32(w[b].d) * (float)sumi -
-			       phi_fp16_to_f32(w[b].dmin) * (float)summ);
+		int sumi = 0;
+		for (int j = 0; j < 16; j++)
+			sumi += acc[j];
+		s += a[b].d * (f16(w[b].d) * (float)sumi - f16(w[b].dmin) * (float)summ);
 	}
 	return s;
 }
@@ -226,14 +241,14 @@ HOT static float dot_q6_k(const struct phi_bq6_k *w, const struct phi_aq8_k *a, 
 				o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
 			}
 		}
-		int sumi = 0;
-		for (int g = 0; g < 16; g++) {
-			int si = 0;
+		int32_t acc[16] = { 0 };
+		for (int g = 0; g < 16; g++)
 			for (int l = 0; l < 16; l++)
-				si += q[16 * g + l] * a[b].qs[16 * g + l];
-			sumi += w[b].scales[g] * si;
-		}
-		s += phi_fp16_to_f32(w[b].d) * a[b].d * (float)sumi;
+				acc[l] += w[b].scales[g] * (q[16 * g + l] * a[b].qs[16 * g + l]);
+		int sumi = 0;
+		for (int l = 0; l < 16; l++)
+			sumi += acc[l];
+		s += f16(w[b].d) * a[b].d * (float)sumi;
 	}
 	return s;
 }
