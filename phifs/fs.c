@@ -943,8 +943,11 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 }
 
 struct dirent_buf {
-	struct phi_buf b; /* records: u32 type | name NUL */
+	struct phi_buf b; /* records: u32 type | name NUL | store name NUL ("" if none) */
 	size_t count;
+	size_t next_i, next_pos; /* where the last reply stopped: a listing is not rescanned */
+	struct node *dir;        /* for readdirplus; the open directory keeps it alive */
+	char *path;              /* its store path; NULL at the root */
 };
 
 struct listing {
@@ -955,7 +958,7 @@ struct listing {
 	const char *path;
 };
 
-static int add_dirent(struct dirent_buf *db, const char *name, uint32_t type)
+static int add_dirent(struct dirent_buf *db, const char *name, const char *store, uint32_t type)
 {
 	uint8_t t[4];
 	memcpy(t, &type, 4);
@@ -963,8 +966,36 @@ static int add_dirent(struct dirent_buf *db, const char *name, uint32_t type)
 	if (r >= 0)
 		r = phi_buf_append(&db->b, name, strlen(name) + 1);
 	if (r >= 0)
+		r = phi_buf_append(&db->b, store, strlen(store) + 1);
+	if (r >= 0)
 		db->count++;
 	return r;
+}
+
+/* One record of a listing: its type, plaintext name and store name; returns the next pos. */
+static size_t dirent_at(const struct dirent_buf *db, size_t pos, uint32_t *type, const char **name,
+			const char **store)
+{
+	memcpy(type, db->b.p + pos, 4);
+	*name = (const char *)db->b.p + pos + 4;
+	*store = *name + strlen(*name) + 1;
+	return (size_t)(*store + strlen(*store) + 1 - (const char *)db->b.p);
+}
+
+/* The byte position of record i (i <= count): from the last reply's end when it continues
+ * there, as it does for a sequential listing, else by a scan from the start. */
+static size_t dirent_seek(const struct dirent_buf *db, size_t i)
+{
+	size_t pos = 0, k = 0;
+	if (db->next_i <= i) {
+		pos = db->next_pos;
+		k = db->next_i;
+	}
+	for (uint32_t type; k < i; k++) {
+		const char *name, *store;
+		pos = dirent_at(db, pos, &type, &name, &store);
+	}
+	return pos;
 }
 
 static int list_fn(void *ctx, const char *name, uint32_t type)
@@ -992,7 +1023,7 @@ static int list_fn(void *ctx, const char *name, uint32_t type)
 		fprintf(stderr, "phifs: integrity failure: an entry name does not authenticate\n");
 		return 0;
 	}
-	return add_dirent(l->out, plain, type);
+	return add_dirent(l->out, plain, name, type);
 }
 
 struct root_listing {
@@ -1011,7 +1042,7 @@ static int root_list_fn(void *ctx, const char *tag)
 		return 0;
 	}
 	if (!pk->shredded)
-		r = add_dirent(l->out, pk->id, DT_DIR);
+		r = add_dirent(l->out, pk->id, "", DT_DIR);
 	phi_pkeys_free(pk);
 	return r;
 }
@@ -1030,9 +1061,9 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	phi_buf_init(&db->b, 64u << 20);
 	if (r >= 0)
-		r = add_dirent(db, ".", DT_DIR);
+		r = add_dirent(db, ".", "", DT_DIR);
 	if (r >= 0)
-		r = add_dirent(db, "..", DT_DIR);
+		r = add_dirent(db, "..", "", DT_DIR);
 	if (r >= 0 && n == &fs->root) {
 		struct root_listing rl = { .fs = fs, .out = db };
 		r = phi_patient_foreach_tag(fs->kr, root_list_fn, &rl);
@@ -1045,9 +1076,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			r = node_path(fs, n, path, sizeof(path));
 		if (r >= 0)
 			r = fs->s->ops->readdir(fs->s, path, list_fn, &l);
+		if (r >= 0 && !(db->path = strdup(path)))
+			r = -ENOMEM;
+		db->dir = n;
 	}
 	if (r < 0) {
 		phi_buf_done(&db->b);
+		free(db->path);
 		free(db);
 		reply_err(req, r);
 		return;
@@ -1062,26 +1097,71 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	(void)ino;
 	struct dirent_buf *db = (struct dirent_buf *)(uintptr_t)fi->fh;
 	_cleanup_free_ char *buf = malloc(size);
-	size_t used = 0, pos = 0;
+	size_t used = 0, i = off > 0 ? (size_t)off : 0;
 	if (!buf) {
 		reply_err(req, -ENOMEM);
 		return;
 	}
 	/* off is the index of the next record */
-	for (size_t i = 0; i < db->count; i++) {
+	size_t pos = i <= db->count ? dirent_seek(db, i) : 0;
+	for (; i < db->count; i++) {
 		uint32_t type;
-		memcpy(&type, db->b.p + pos, 4);
-		const char *name = (const char *)db->b.p + pos + 4;
-		pos += 4 + strlen(name) + 1;
-		if ((off_t)i < off)
-			continue;
+		const char *name, *store;
+		size_t next = dirent_at(db, pos, &type, &name, &store);
 		/* a zero d_ino hides the entry from readdir(3); the kernel looks up real inodes anyway */
 		struct stat st = { .st_ino = (ino_t)i + 2, .st_mode = type << 12 };
 		size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)i + 1);
 		if (need > size - used)
 			break;
 		used += need;
+		pos = next;
 	}
+	db->next_i = i;
+	db->next_pos = pos;
+	fuse_reply_buf(req, buf, used);
+}
+
+/* readdirplus: an entry with its attributes and a lookup reference, so a listing followed
+ * by a stat of every entry (find, ls -l, rm -r) costs one request per buffer instead of a
+ * LOOKUP per entry. Entries without a store object of their own (".", "..", patients at
+ * the root) go out with node id 0, which makes the kernel look them up as usual. */
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct phifs *fs = FS(req);
+	struct dirent_buf *db = (struct dirent_buf *)(uintptr_t)fi->fh;
+	_cleanup_free_ char *buf = malloc(size);
+	size_t used = 0, i = off > 0 ? (size_t)off : 0;
+	char path[PHI_STORE_PATH_MAX];
+	if (!buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	size_t pos = i <= db->count ? dirent_seek(db, i) : 0;
+	for (; i < db->count; i++) {
+		uint32_t type;
+		const char *name, *store;
+		size_t next = dirent_at(db, pos, &type, &name, &store);
+		size_t need = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
+		if (need > size - used)
+			break;
+		struct fuse_entry_param e = { .attr = { .st_ino = (ino_t)i + 2, .st_mode = type << 12 } };
+		struct phi_store_stat ss;
+		if (*store && db->path && join(path, sizeof(path), db->path, store) >= 0 &&
+		    fs->s->ops->getattr(fs->s, path, &ss) >= 0) {
+			pthread_mutex_lock(&fs->lock);
+			struct node *n = node_get(fs, &ss, db->dir->pat, db->dir, store);
+			pthread_mutex_unlock(&fs->lock);
+			if (n)
+				fill_entry(fs, n, &ss, &e);
+		}
+		(void)fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
+		used += need;
+		pos = next;
+	}
+	db->next_i = i;
+	db->next_pos = pos;
 	fuse_reply_buf(req, buf, used);
 }
 
@@ -1092,6 +1172,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	if (db) {
 		sodium_memzero(db->b.p, db->b.len); /* plaintext names */
 		phi_buf_done(&db->b);
+		free(db->path);
 		free(db);
 	}
 	fuse_reply_err(req, 0);
@@ -1544,6 +1625,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.fsync = op_fsync,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,

@@ -19,8 +19,8 @@
 #include "store.h"
 #include "util.h"
 
-/* writes at least this large are streaming writes (FUSE sends up to 1 MiB per request) */
-#define WRITE_BEHIND_MIN (512u << 10)
+/* requests at least this large are streaming I/O (FUSE sends up to 1 MiB per request) */
+#define STREAM_MIN (512u << 10)
 
 struct local_store {
 	struct phi_store base; /* first: a struct phi_store * is a struct local_store * */
@@ -486,7 +486,12 @@ static int local_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t 
 		return -EINVAL;
 	if (len > INT64_MAX - off)
 		len = (size_t)(INT64_MAX - off);
-	return read_full(o->fd, buf, len, off, ret_n);
+	int r = read_full(o->fd, buf, len, off, ret_n);
+	if (r >= 0 && len >= STREAM_MIN && *ret_n == len)
+		/* streaming reads: ask for the next two chunks now, so the disk reads them while
+		 * this one is decrypted and handed to the kernel. Advisory and asynchronous. */
+		(void)posix_fadvise(o->fd, (off_t)(off + len), (off_t)(2 * len), POSIX_FADV_WILLNEED);
+	return r;
 }
 
 static int local_pwrite(struct phi_store_obj *o, const void *buf, size_t len, uint64_t off)
@@ -498,7 +503,7 @@ static int local_pwrite(struct phi_store_obj *o, const void *buf, size_t len, ui
 	int r = write_full(o->fd, buf, len, off);
 	if (r < 0)
 		obj_set_err(o, r);
-	else if (len >= WRITE_BEHIND_MIN)
+	else if (len >= STREAM_MIN)
 		/* streaming writes: start writeback of this range now, so the disk works while
 		 * the next blocks are encrypted and a later fsync has little left to wait for.
 		 * Asynchronous and advisory: an error here changes nothing. */

@@ -3,7 +3,10 @@
 # Env: BENCH_DIR (/var/tmp/phi-bench), BENCH_MB (1024), BENCH_FILES (10000),
 #      BENCH_FIO_S (15), BENCH_FIO_SIZE (256M), BENCH_OC_N (20000),
 #      PHIFS (build/phifs/phifs), PHIFS_KEY (build/tools/phifs-key),
-#      BENCH_SETUPS (default "raw bindfs gocryptfs phifs").
+#      BENCH_SETUPS (default "raw bindfs gocryptfs phifs"), BENCH_REPS (1).
+# With BENCH_REPS=N the setups run N times, interleaved (raw bindfs gocryptfs phifs raw ...),
+# and each cell is the median of its N values: on a shared, noisy machine a burst of load
+# then hits every setup alike instead of one setup's whole run.
 set -euo pipefail
 
 BENCH_DIR=${BENCH_DIR:-/var/tmp/phi-bench}
@@ -15,6 +18,7 @@ BENCH_OC_N=${BENCH_OC_N:-20000}
 PHIFS=${PHIFS:-build/phifs/phifs}
 PHIFS_KEY=${PHIFS_KEY:-build/tools/phifs-key}
 SETUPS=${BENCH_SETUPS:-raw bindfs gocryptfs phifs}
+REPS=${BENCH_REPS:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 [ "$(id -u)" = 0 ] || { echo "bench.sh: needs root (drop_caches)" >&2; exit 2; }
@@ -79,7 +83,7 @@ cold() { # unmount + drop caches + mount again (raw: just drop caches)
 	do_umount "$s"; drop; do_mount "$s"
 }
 
-declare -A R
+declare -A R  # R[setup.metric] = space-separated values, one per repetition
 METRICS=(seqw seqr rread rwrite create stat readall oc rm)
 declare -A LABEL=(
 	[seqw]="seq write ${BENCH_MB} MiB + fsync (MB/s)"
@@ -92,6 +96,9 @@ declare -A LABEL=(
 	[oc]="open+close median (µs)"
 	[rm]="rm -rf tree (s)")
 declare -A HIGHER=([seqw]=1 [seqr]=1 [rread]=1 [rwrite]=1)
+
+add() { R[$s.$1]="${R[$s.$1]:-} $2"; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END{ if (NR==0) exit; if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
 
 mbps() { awk -v mb="$1" -v s="$2" 'BEGIN{ if (s<=0) s=0.001; printf "%.0f", mb/s }'; }
 
@@ -109,18 +116,18 @@ bench_one() {
 	# sequential write / cold read
 	t=$(now)
 	dd if=/dev/zero of="$WORK/seq" bs=1M count="$BENCH_MB" conv=fsync status=none
-	R[$s.seqw]=$(mbps "$BENCH_MB" "$(elapsed "$t")")
+	add seqw $(mbps "$BENCH_MB" "$(elapsed "$t")")
 	cold "$s"
 	t=$(now)
 	dd if="$WORK/seq" of=/dev/null bs=1M status=none
-	R[$s.seqr]=$(mbps "$BENCH_MB" "$(elapsed "$t")")
+	add seqr $(mbps "$BENCH_MB" "$(elapsed "$t")")
 	rm -f "$WORK/seq"
 	log "$s: seq done"
 	# fio
 	mkdir -p "$WORK/fio"
-	R[$s.rwrite]=$(fio_iops randwrite "$WORK/fio")
+	add rwrite $(fio_iops randwrite "$WORK/fio")
 	cold "$s"
-	R[$s.rread]=$(fio_iops randread "$WORK/fio")
+	add rread $(fio_iops randread "$WORK/fio")
 	rm -rf "$WORK/fio"
 	log "$s: fio done"
 	# small files
@@ -138,20 +145,20 @@ for i in range(n):
         f.write(src[i * 4096:i * 4096 + sz])
 PY
 	sync
-	R[$s.create]=$(elapsed "$t")
+	add create $(elapsed "$t")
 	cold "$s"
 	t=$(now)
 	find "$WORK/tree" -type f -printf '%s\n' >/dev/null
-	R[$s.stat]=$(elapsed "$t")
+	add stat $(elapsed "$t")
 	cold "$s"
 	t=$(now)
 	find "$WORK/tree" -type f -exec cat {} + >/dev/null
-	R[$s.readall]=$(elapsed "$t")
-	R[$s.oc]=$("$TMP/openclose" "$WORK/tree/d000/f00000" "$BENCH_OC_N")
+	add readall $(elapsed "$t")
+	add oc $("$TMP/openclose" "$WORK/tree/d000/f00000" "$BENCH_OC_N")
 	t=$(now)
 	rm -rf "$WORK/tree"
 	sync
-	R[$s.rm]=$(elapsed "$t")
+	add rm $(elapsed "$t")
 	log "$s: files done"
 	do_umount "$s"
 }
@@ -164,13 +171,19 @@ for s in $SETUPS; do
 	phifs) { [ -x "$PHIFS" ] && [ -x "$PHIFS_KEY" ]; } || { log "skip phifs: $PHIFS / $PHIFS_KEY not built"; continue; } ;;
 	*) echo "bench.sh: unknown setup $s" >&2; exit 2 ;;
 	esac
-	bench_one "$s"
 	RUN+=("$s")
 done
+for rep in $(seq "$REPS"); do
+	for s in "${RUN[@]}"; do
+		log "repetition $rep/$REPS"
+		bench_one "$s"
+	done
+done
+for k in "${!R[@]}"; do R[$k]=$(echo "${R[$k]}" | median); done
 
 cols="raw bindfs gocryptfs phifs"
 echo
-echo "Benchmark: $(uname -r), $(nproc) cores, dir $BENCH_DIR ($(df -PT "$BENCH_DIR" | awk 'NR==2{print $2}')), BENCH_MB=$BENCH_MB BENCH_FILES=$BENCH_FILES fio ${BENCH_FIO_S}s/${BENCH_FIO_SIZE}"
+echo "Benchmark: $(uname -r), $(nproc) cores, dir $BENCH_DIR ($(df -PT "$BENCH_DIR" | awk 'NR==2{print $2}')), BENCH_MB=$BENCH_MB BENCH_FILES=$BENCH_FILES fio ${BENCH_FIO_S}s/${BENCH_FIO_SIZE}, median of $REPS interleaved repetition(s)"
 echo
 printf '| metric |'; for c in $cols; do printf ' %s |' "$c"; done; printf ' phifs/gocryptfs |\n'
 printf '|---|'; for c in $cols; do printf -- '---:|'; done; printf -- '---:|\n'

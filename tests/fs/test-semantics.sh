@@ -79,10 +79,31 @@ expect_errno EEXIST "os.mkdir('$MNT/patient-alice-7')" || fail "existing patient
 expect_errno ENOENT "os.stat('$MNT/carol')" || fail "unknown patient"
 expect_errno ENOTEMPTY "os.rmdir('$P/moved')" || fail "rmdir non-empty"
 expect_errno ENAMETOOLONG "open('$P/' + 'x' * 256, 'w')" || fail "name too long"
+expect_errno EPERM "os.rmdir('$MNT/patient-bob-9')" || fail "rmdir patient"
+expect_errno EPERM "os.rename('$MNT/patient-bob-9', '$MNT/patient-x')" || fail "rename patient"
+expect_errno EPERM "os.chmod('$MNT/patient-bob-9', 0o777)" || fail "chmod patient"
+expect_errno EPERM "os.mkfifo('$P/fifo')" || fail "mkfifo"
+expect_errno EPERM "os.link('$P/moved', '$P/dirlink')" || fail "hard link of a directory"
+expect_errno ENOTSUP "os.setxattr('$P/note.txt', 'user.x', b'v')" || fail "setxattr"
+expect_errno ENOTSUP "os.getxattr('$P/note.txt', 'user.x')" || fail "getxattr"
+# fallocate(2) itself: glibc's posix_fallocate would hide the error by writing zeros
+expect_errno ENOTSUP "import ctypes; c = ctypes.CDLL(None, use_errno=True); fd = os.open('$P/note.txt', os.O_RDWR)
+if c.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(8192)): raise OSError(ctypes.get_errno(), 'fallocate')" || fail "fallocate"
+expect_errno EFBIG "fd = os.open('$P/note.txt', os.O_RDWR); os.truncate(fd, 1 << 53)" || fail "EFBIG"
+python3 - "$P" <<'PY' || fail "O_DIRECT"
+import mmap, os, sys
+fd = os.open(sys.argv[1] + "/direct.bin", os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o600)
+buf = mmap.mmap(-1, 8192)
+buf.write(b"D" * 8192)
+assert os.pwritev(fd, [buf], 0) == 8192
+os.close(fd)
+assert open(sys.argv[1] + "/direct.bin", "rb").read() == b"D" * 8192
+os.unlink(sys.argv[1] + "/direct.bin")
+PY
 mkdir "$P/empty"; rmdir "$P/empty"; [ ! -e "$P/empty" ] || fail rmdir
 df "$P" >/dev/null || fail statfs
 python3 -c "import os; os.fsync(os.open('$P/note.txt', os.O_RDONLY))" || fail fsync
-ok "EXDEV, EPERM, EEXIST, ENOENT, ENOTEMPTY, ENAMETOOLONG, rmdir, statfs, fsync"
+ok "EXDEV, EPERM, EEXIST, ENOENT, ENOTEMPTY, ENAMETOOLONG, EOPNOTSUPP, EFBIG, O_DIRECT, rmdir, statfs, fsync (docs/posix.md)"
 
 # concurrent writers in several processes on one file, disjoint ranges
 python3 - "$P" <<'PY'
