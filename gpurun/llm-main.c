@@ -136,7 +136,8 @@ int main(int argc, char **argv)
 	fprintf(stderr, "phi-llm: loaded in %.1f ms, backend %s (%s), context %u, %d thread(s)\n",
 		(t1 - t0) * 1e3, phi_engine_backend(e) == PHI_BACKEND_CUDA ? "cuda" : "cpu",
 		phi_engine_backend_note(e), phi_engine_n_ctx(e), eo.n_threads);
-	size_t cap = phi_engine_n_ctx(e) + 16, n = 0;
+	/* a token takes at least one byte of text, plus BOS and the SPM space prefix */
+	size_t cap = phi_engine_n_ctx(e) + 16 + (prompt ? strlen(prompt) + 8 : 0), n = 0;
 	_cleanup_free_ int32_t *ids = calloc(cap, sizeof(int32_t));
 	if (!ids) {
 		phi_engine_free(e);

@@ -37,6 +37,7 @@ struct phi_tok {
 	int32_t byte_id[256];
 	int32_t *special; /* control and user-defined ids, longest text first */
 	uint32_t n_special;
+	bool special_first[256]; /* first bytes of special texts: a quick filter */
 	bool *eog;
 };
 
@@ -250,8 +251,10 @@ int phi_tok_load(const struct phi_gguf *g, struct phi_tok **ret, const char **re
 	if (!t->special)
 		return -ENOMEM;
 	for (uint32_t id = 0; id < n; id++)
-		if ((t->type[id] == TT_CONTROL || t->type[id] == TT_USER) && t->text[id].len > 0)
+		if ((t->type[id] == TT_CONTROL || t->type[id] == TT_USER) && t->text[id].len > 0) {
 			t->special[t->n_special++] = (int32_t)id;
+			t->special_first[(uint8_t)t->text[id].p[0]] = true;
+		}
 	qsort_r(t->special, t->n_special, sizeof(int32_t), cmp_special, t);
 	*ret = TAKE_PTR(t);
 	return 0;
@@ -339,18 +342,76 @@ struct sym {
 	int prev, next;
 };
 
+/* a candidate merge of sym l with its next; stale once either side has changed */
+struct bigram {
+	float score;
+	int l;
+	size_t len; /* bytes of the merged text when queued */
+	int32_t id;
+};
+
+static bool bigram_before(const struct bigram *a, const struct bigram *b)
+{
+	return a->score > b->score || (a->score == b->score && a->l < b->l);
+}
+
+static void heap_push(struct bigram *h, size_t *n, struct bigram x)
+{
+	size_t i = (*n)++;
+	while (i && bigram_before(&x, &h[(i - 1) / 2])) {
+		h[i] = h[(i - 1) / 2];
+		i = (i - 1) / 2;
+	}
+	h[i] = x;
+}
+
+static struct bigram heap_pop(struct bigram *h, size_t *n)
+{
+	struct bigram top = h[0], x = h[--*n];
+	size_t i = 0;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= *n)
+			break;
+		if (c + 1 < *n && bigram_before(&h[c + 1], &h[c]))
+			c++;
+		if (!bigram_before(&h[c], &x))
+			break;
+		h[i] = h[c];
+		i = c;
+	}
+	if (*n)
+		h[i] = x;
+	return top;
+}
+
+static void try_bigram(const struct phi_tok *t, const char *s, const struct sym *sy, int l,
+		       struct bigram *h, size_t *n)
+{
+	int r = l < 0 ? -1 : sy[l].next;
+	if (r < 0)
+		return;
+	size_t len = sy[l].len + sy[r].len;
+	int32_t id = lookup(t, s + sy[l].off, len);
+	if (id >= 0)
+		heap_push(h, n, (struct bigram){ t->score[id], l, len, id });
+}
+
+/* llama.cpp's SPM: repeatedly merge the best-scoring adjacent pair (a heap of candidates,
+ * stale entries skipped), O(n log n) */
 static void spm_encode(const struct phi_tok *t, const char *text, size_t len, bool prefix, struct out *o)
 {
 	/* "▁" (U+2581) for every space, and one in front when asked */
 	size_t cap = (len + 1) * 3;
 	_cleanup_free_ char *s = malloc(cap);
 	_cleanup_free_ struct sym *sy = calloc(len + 1, sizeof(*sy));
-	_cleanup_free_ int32_t *pair = calloc(len + 1, sizeof(int32_t));
-	if (!s || !sy || !pair) {
+	/* each merge adds at most 2 candidates to the n - 1 initial ones */
+	_cleanup_free_ struct bigram *h = calloc(3 * (len + 2), sizeof(*h));
+	if (!s || !sy || !h) {
 		o->err = -ENOMEM;
 		return;
 	}
-	size_t n = 0;
+	size_t n = 0, nh = 0;
 	if (prefix) {
 		memcpy(s, "\xe2\x96\x81", 3);
 		n = 3;
@@ -374,27 +435,20 @@ static void spm_encode(const struct phi_tok *t, const char *text, size_t len, bo
 	if (ns == 0)
 		return;
 	sy[ns - 1].next = -1;
-	/* pair[i]: id of sym i merged with its next, or -1 */
-	for (int i = 0; i < ns; i++)
-		pair[i] = sy[i].next < 0 ? -1 : lookup(t, s + sy[i].off, sy[i].len + sy[sy[i].next].len);
-	for (;;) {
-		int best = -1;
-		for (int i = 0; i >= 0; i = sy[i].next)
-			if (pair[i] >= 0 && (best < 0 || t->score[pair[i]] > t->score[pair[best]]))
-				best = i;
-		if (best < 0)
-			break;
-		int nx = sy[best].next;
-		sy[best].len += sy[nx].len;
-		sy[best].next = sy[nx].next;
-		if (sy[nx].next >= 0)
-			sy[sy[nx].next].prev = best;
-		sy[nx].len = 0;
-		int p = sy[best].prev;
-		if (p >= 0)
-			pair[p] = lookup(t, s + sy[p].off, sy[p].len + sy[best].len);
-		pair[best] = sy[best].next < 0 ? -1 :
-			lookup(t, s + sy[best].off, sy[best].len + sy[sy[best].next].len);
+	for (int i = 0; i + 1 < ns; i++)
+		try_bigram(t, s, sy, i, h, &nh);
+	while (nh) {
+		struct bigram b = heap_pop(h, &nh);
+		int l = b.l, r = sy[l].next;
+		if (sy[l].len == 0 || r < 0 || sy[l].len + sy[r].len != b.len)
+			continue; /* stale */
+		sy[l].len += sy[r].len;
+		sy[l].next = sy[r].next;
+		if (sy[r].next >= 0)
+			sy[sy[r].next].prev = l;
+		sy[r].len = 0;
+		try_bigram(t, s, sy, sy[l].prev, h, &nh);
+		try_bigram(t, s, sy, l, h, &nh);
 	}
 	for (int i = 0; i >= 0; i = sy[i].next) {
 		int32_t id = lookup(t, s + sy[i].off, sy[i].len);
@@ -613,6 +667,8 @@ int phi_tok_encode(const struct phi_tok *t, const char *text, size_t len, bool a
 		int32_t sp = -1;
 		if (parse_special) {
 			for (; i < len; i++) {
+				if (!t->special_first[(uint8_t)text[i]])
+					continue;
 				for (uint32_t k = 0; k < t->n_special; k++) {
 					const struct phi_gguf_str *s = &t->text[t->special[k]];
 					if (s->len <= len - i && memcmp(text + i, s->p, s->len) == 0) {

@@ -231,6 +231,13 @@ def test_tokenizer():
         ids = tokenize(st, s)
         assert ids == spm_ref(r, s), (s, ids, spm_ref(r, s))
         assert detok(st, ids).decode() == s, (s, detok(st, ids))
+    # a long document (the merge queue must not be quadratic): same as piecewise
+    doc = 'Once upon a time, Lily saw a big dog. ' * 4000
+    f = write('doc.txt', doc.encode())
+    ids = [int(x) for x in run('-m', st, '--tokenize', '-f', f).stdout.split()]
+    one = tokenize(st, 'Once upon a time, Lily saw a big dog.')
+    assert len(ids) > 4000 * (len(one) - 1) - 10
+    assert ids[:len(one)] == one
 
 
 # ------------------------------------------------------------------ hostile files
