@@ -81,7 +81,8 @@ int phi_engine_load(const char *path, const struct phi_engine_opts *o, struct ph
 #ifdef PHI_HAVE_CUDA
 	e->note = "CUDA backend not used (--no-gpu)";
 	if (!o->no_gpu && phi_cuda_probe(&e->note) == 0) {
-		uint32_t n_ctx = o->n_ctx && o->n_ctx < e->m->hp.n_ctx_train ? o->n_ctx : e->m->hp.n_ctx_train;
+		uint32_t tr = e->m->hp.n_ctx_train;
+		uint32_t n_ctx = o->n_ctx ? (o->n_ctx < tr ? o->n_ctx : tr) : (tr < 4096 ? tr : 4096);
 		e->logits = calloc(e->m->hp.n_vocab, sizeof(float));
 		if (!e->logits)
 			return -ENOMEM;

@@ -14,7 +14,7 @@ struct phi_engine;
 
 struct phi_engine_opts {
 	int n_threads;  /* >= 1 */
-	uint32_t n_ctx; /* 0 or more than the model's: the model's context length */
+	uint32_t n_ctx; /* capped at the model's context length; 0: the model's, at most 4096 */
 	bool no_gpu;    /* use the CPU even where a GPU is present */
 };
 

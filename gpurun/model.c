@@ -204,7 +204,7 @@ int phi_model_load(struct phi_gguf *g, struct phi_model **ret, const char **ret_
 struct phi_ctx {
 	const struct phi_model *m;
 	struct phi_pool *pool;
-	uint32_t n_ctx, pos;
+	uint32_t n_ctx, pos, hw; /* hw: positions ever written (what free must wipe) */
 	float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *logits, *att, *kc, *vc;
 	uint8_t *act;
 	size_t act_stride;
@@ -227,9 +227,16 @@ void phi_ctx_free(struct phi_ctx *c)
 {
 	if (!c)
 		return;
+	/* the KV cache is wiped where it was written: a large, barely used cache is not
+	 * faulted in just to be cleared */
+	size_t kvd = (size_t)c->m->hp.n_head_kv * c->m->hp.head_dim;
+	for (uint32_t l = 0; l < c->m->hp.n_layer && c->kc && c->vc; l++) {
+		explicit_bzero(c->kc + (size_t)l * c->n_ctx * kvd, (size_t)c->hw * kvd * sizeof(float));
+		explicit_bzero(c->vc + (size_t)l * c->n_ctx * kvd, (size_t)c->hw * kvd * sizeof(float));
+	}
 	for (int i = 0; i < NBUF; i++) {
 		float **b = bufs(c, i);
-		if (*b)
+		if (*b && *b != c->kc && *b != c->vc)
 			explicit_bzero(*b, c->sizes[i]);
 		free(*b);
 	}
@@ -243,7 +250,10 @@ void phi_ctx_free(struct phi_ctx *c)
 int phi_ctx_new(const struct phi_model *m, uint32_t n_ctx, int n_threads, struct phi_ctx **ret)
 {
 	const struct phi_hparams *hp = &m->hp;
-	if (n_ctx == 0 || n_ctx > hp->n_ctx_train)
+	/* the job's size, capped by the model's; unasked, the model's up to 4096 */
+	if (n_ctx == 0)
+		n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+	if (n_ctx > hp->n_ctx_train)
 		n_ctx = hp->n_ctx_train;
 	if (n_threads < 1 || n_threads > 256)
 		return -EINVAL;
@@ -474,6 +484,8 @@ static void forward_batch(struct phi_ctx *c, const int32_t *toks, size_t n)
 	matmul(c, m->output, c->xb, 1, c->logits);
 	c->act_src = NULL;
 	c->pos += (uint32_t)n;
+	if (c->pos > c->hw)
+		c->hw = c->pos;
 }
 
 int phi_ctx_forward(struct phi_ctx *c, const int32_t *toks, size_t n)
