@@ -358,6 +358,13 @@ const uint8_t *phi_keyring_store_id(const struct phi_keyring *kr)
 	return kr->store_id;
 }
 
+int phi_keyring_derive(const struct phi_keyring *kr, const char *label, struct phi_key **ret)
+{
+	if (!kr || !label || !*label || !ret)
+		return -EINVAL;
+	return phi_kdf(kr->index_key, label, NULL, 0, PHI_KEY_LEN, ret);
+}
+
 int phi_patient_tag(const struct phi_keyring *kr, const char *patient, char tag[PHI_TAG_LEN + 1])
 {
 	int r = phi_patient_valid(patient);

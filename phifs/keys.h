@@ -94,6 +94,11 @@ int phi_patient_foreach_tag(struct phi_keyring *kr, int (*fn)(void *ctx, const c
  * Writes every new key file before replacing any (a crash leaves the old master working). */
 int phi_keyring_rekey(struct phi_keyring *kr, const struct phi_key *new_master);
 
+/* A 32-byte key for label ("grants", ...) derived from the store's index key:
+ * phi_kdf(index_key, label). Only a holder of the master key can derive it (the index key
+ * is sealed under the KEK), and it survives rekey-master (the index key is not rotated). */
+int phi_keyring_derive(const struct phi_keyring *kr, const char *label, struct phi_key **ret);
+
 /* Exclusive/shared advisory lock of a local store (a mount holds it shared; rewrap and
  * rekey-master need it exclusive). Non-local stores: returns 0 with *ret_fd = -1.
  * -EBUSY when the lock is held in a conflicting mode. */

@@ -17,6 +17,7 @@
 
 #include <sodium.h>
 
+#include "phifs/admin.h"
 #include "phifs/cfile.h"
 #include "phifs/crypto.h"
 #include "phifs/keys.h"
@@ -87,23 +88,9 @@ static int usage(FILE *f)
 
 static int key_err(const char *file, int r)
 {
-	const char *f = file ? file : "$CREDENTIALS_DIRECTORY/" PHI_CRED_NAME;
-	switch (r) {
-	case -ENOENT:
-		return err("key file %s not found", f);
-	case -EPERM:
-	case -EACCES:
-		return err("key file %s must be mode 0600 and owned by uid %u", f, (unsigned)geteuid());
-	case -ELOOP:
-		return err("key file %s must not be a symlink", f);
-	case -EINVAL:
-		return err("key file %s must hold 64 hex digits or 32 raw bytes", f);
-	case -ENOKEY:
-		return err("no --key-file given and no systemd credential " PHI_CRED_NAME
-			   " in $CREDENTIALS_DIRECTORY");
-	default:
-		return err("cannot read key file %s: %s", f, strerror(-r));
-	}
+	char msg[512];
+	phi_admin_key_error(file, r, msg, sizeof(msg));
+	return err("%s", msg);
 }
 
 static int patient_err(int r)
@@ -126,43 +113,18 @@ static int patient_err(int r)
 	}
 }
 
-/* Load the master key, open the store, take the lock, open the keyring. */
+/* Load the master key, open the store, take the lock, open the keyring (admin.h). */
 static int open_all(struct ctx *c, bool exclusive)
 {
-	int r = phi_master_load(c->key_file, &c->master);
-	if (r < 0)
-		return key_err(c->key_file, r);
-	r = phi_store_open(c->store_url, NULL, &c->s);
-	if (r < 0)
-		return err("cannot open store %s: %s", c->store_url, strerror(-r));
-	r = phi_store_lock(c->store_url, exclusive, &c->lock_fd);
-	if (r == -EBUSY)
-		return exclusive ? err("store is mounted (or another key operation is running): unmount it first")
-				 : err("store is locked by a key operation (rewrap/rekey-master)");
-	if (r < 0)
-		return err("cannot lock store %s: %s", c->store_url, strerror(-r));
-	r = phi_keyring_open(c->s, c->master, &c->kr);
-	switch (r) {
-	case 0:
-		return 0;
-	case -EKEYREJECTED:
-		return err("master key does not open this store (wrong key?)");
-	case -EBADMSG:
-		return err("store header is corrupt");
-	case -ENOENT:
-		return err("%s is not a phifs store (no header; run phifs-key init)", c->store_url);
-	default:
-		return err("cannot open the store keys: %s", strerror(-r));
-	}
-}
-
-static const char *local_root(const char *url)
-{
-	if (!strstr(url, "://"))
-		return url;
-	if (!strncmp(url, "file://", 7))
-		return !strncmp(url + 7, "localhost/", 10) ? url + 16 : url + 7;
-	return NULL;
+	char msg[512];
+	struct phi_admin a;
+	if (phi_admin_open(c->store_url, c->key_file, exclusive, &a, msg, sizeof(msg)) < 0)
+		return err("%s", msg);
+	c->master = a.master;
+	c->s = a.s;
+	c->kr = a.kr;
+	c->lock_fd = a.lock_fd;
+	return 0;
 }
 
 /* Key commands that rewrite key files (add, rotate, shred, rewrap, rekey-master) wait for
@@ -170,18 +132,11 @@ static const char *local_root(const char *url)
  * key files and do not take it. */
 static int lock_keys(struct ctx *c)
 {
-	const char *root = local_root(c->store_url);
-	if (!root)
-		return 0;
-	_cleanup_free_ char *p = NULL;
-	if (asprintf(&p, "%s/keys", root) < 0)
-		return err("out of memory");
-	c->keys_fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (c->keys_fd < 0)
-		return err("cannot open %s: %m", p);
-	while (flock(c->keys_fd, LOCK_EX) < 0)
-		if (errno != EINTR)
-			return err("cannot lock %s: %m", p);
+	char msg[512];
+	struct phi_admin a = { .s = c->s, .lock_fd = -1, .dir_fd = -1 };
+	if (phi_admin_lock_dir(&a, c->store_url, "keys", msg, sizeof(msg)) < 0)
+		return err("%s", msg);
+	c->keys_fd = a.dir_fd;
 	return 0;
 }
 
@@ -200,7 +155,7 @@ static int cmd_init(struct ctx *c)
 	struct stat st;
 	if (lstat(c->key_file, &st) == 0)
 		return err("key file %s already exists; refusing to overwrite it", c->key_file);
-	const char *root = local_root(c->store_url);
+	const char *root = phi_admin_local_root(c->store_url);
 	if (root) {
 		if (mkdir(root, 0700) < 0 && errno != EEXIST)
 			return err("cannot create store directory %s: %m", root);

@@ -1,0 +1,372 @@
+/* policy.c: caller identity from /proc, and the access decision (docs/grants-format.md). */
+#include <sys/stat.h>
+
+#include "policy.h"
+#include "util.h"
+
+#define STATUS_MAX 16384
+#define CGROUP_MAX 8192
+
+/* ---- /proc parsers ---- */
+
+/* The next line (without its '\n'); false at the end. */
+static bool cur_line(struct phi_cur *c, const char **ret, size_t *ret_len)
+{
+	size_t left = phi_cur_left(c);
+	if (left == 0)
+		return false;
+	const char *p = (const char *)c->p + c->off;
+	const char *nl = memchr(p, '\n', left);
+	size_t n = nl ? (size_t)(nl - p) : left;
+	*ret = p;
+	*ret_len = n;
+	c->off += nl ? n + 1 : n;
+	return true;
+}
+
+/* Numbers separated by blanks: up to max of them into v (more are counted, not stored). */
+static int parse_u32_list(const char *p, size_t len, uint32_t *v, size_t max, size_t *ret_n)
+{
+	size_t n = 0, i = 0;
+	for (;;) {
+		while (i < len && (p[i] == ' ' || p[i] == '\t'))
+			i++;
+		if (i == len)
+			break;
+		uint64_t x = 0;
+		size_t start = i;
+		while (i < len && p[i] >= '0' && p[i] <= '9') {
+			x = x * 10 + (uint64_t)(p[i] - '0');
+			if (x > UINT32_MAX)
+				return -EBADMSG;
+			i++;
+		}
+		if (i == start || (i < len && p[i] != ' ' && p[i] != '\t'))
+			return -EBADMSG;
+		if (n < max)
+			v[n] = (uint32_t)x;
+		n++;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+static bool line_key(const char *line, size_t len, const char *key, const char **val,
+		     size_t *val_len)
+{
+	size_t k = strlen(key);
+	if (len < k + 1 || memcmp(line, key, k) != 0 || line[k] != ':')
+		return false;
+	*val = line + k + 1;
+	*val_len = len - k - 1;
+	return true;
+}
+
+int phi_proc_parse_status(const char *p, size_t len, struct phi_proc_status *ret)
+{
+	struct phi_cur c = phi_cur_init(p, len);
+	struct phi_proc_status st = { 0 };
+	bool have_tgid = false, have_uid = false, have_gid = false, have_groups = false;
+	const char *line, *v;
+	size_t n, vn, cnt;
+	while (cur_line(&c, &line, &n)) {
+		if (line_key(line, n, "Tgid", &v, &vn)) {
+			uint32_t t;
+			if (have_tgid || parse_u32_list(v, vn, &t, 1, &cnt) < 0 || cnt != 1 || t == 0 ||
+			    t > INT32_MAX)
+				return -EBADMSG;
+			st.tgid = (pid_t)t;
+			have_tgid = true;
+		} else if (line_key(line, n, "Uid", &v, &vn)) {
+			if (have_uid || parse_u32_list(v, vn, st.uid, 4, &cnt) < 0 || cnt != 4)
+				return -EBADMSG;
+			have_uid = true;
+		} else if (line_key(line, n, "Gid", &v, &vn)) {
+			if (have_gid || parse_u32_list(v, vn, st.gid, 4, &cnt) < 0 || cnt != 4)
+				return -EBADMSG;
+			have_gid = true;
+		} else if (line_key(line, n, "Groups", &v, &vn)) {
+			if (have_groups || parse_u32_list(v, vn, st.groups, PHI_ID_GROUPS_MAX, &cnt) < 0)
+				return -EBADMSG;
+			st.ngroups = cnt < PHI_ID_GROUPS_MAX ? cnt : PHI_ID_GROUPS_MAX;
+			have_groups = true;
+		}
+	}
+	if (!have_tgid || !have_uid || !have_gid || !have_groups)
+		return -EBADMSG;
+	*ret = st;
+	return 0;
+}
+
+static bool ends_with(const char *p, size_t n, const char *suffix)
+{
+	size_t k = strlen(suffix);
+	return n > k && memcmp(p + n - k, suffix, k) == 0;
+}
+
+/* The last *.service / *.scope component of a cgroup path. */
+static int unit_of_path(const char *p, size_t len, char *unit, size_t unit_max)
+{
+	const char *best = NULL;
+	size_t best_n = 0, i = 0;
+	while (i < len) {
+		while (i < len && p[i] == '/')
+			i++;
+		size_t start = i;
+		while (i < len && p[i] != '/')
+			i++;
+		size_t n = i - start;
+		if (ends_with(p + start, n, ".service") || ends_with(p + start, n, ".scope")) {
+			best = p + start;
+			best_n = n;
+		}
+	}
+	if (best_n >= unit_max || (best && memchr(best, 0, best_n)))
+		return -EBADMSG;
+	if (best_n)
+		memcpy(unit, best, best_n);
+	unit[best_n] = 0;
+	return 0;
+}
+
+int phi_proc_parse_unit(const char *p, size_t len, char *unit, size_t unit_max)
+{
+	if (!unit || unit_max == 0)
+		return -EINVAL;
+	struct phi_cur c = phi_cur_init(p, len);
+	const char *line, *v2 = NULL, *v1 = NULL;
+	size_t n, v2n = 0, v1n = 0;
+	while (cur_line(&c, &line, &n)) {
+		/* ID:CONTROLLERS:PATH */
+		const char *a = memchr(line, ':', n);
+		const char *b = a ? memchr(a + 1, ':', n - (size_t)(a + 1 - line)) : NULL;
+		if (!b)
+			continue;
+		const char *path = b + 1;
+		size_t pn = n - (size_t)(path - line);
+		if (a == line + 1 && line[0] == '0' && b == a + 1) {
+			v2 = path;
+			v2n = pn;
+		} else if ((size_t)(b - a - 1) == 12 && !memcmp(a + 1, "name=systemd", 12)) {
+			v1 = path;
+			v1n = pn;
+		}
+	}
+	if (!v2 && !v1)
+		return -EBADMSG;
+	return v2 ? unit_of_path(v2, v2n, unit, unit_max) : unit_of_path(v1, v1n, unit, unit_max);
+}
+
+/* ---- identity ---- */
+
+/* Read a small /proc file relative to dfd; -ESRCH once the process is gone. */
+static int read_at(int dfd, const char *name, char *buf, size_t max, size_t *ret_len)
+{
+	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : phi_neg_errno();
+	size_t len = 0;
+	while (len < max) {
+		ssize_t n = read(fd, buf + len, max - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == ENOENT ? -ESRCH : phi_neg_errno();
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	*ret_len = len;
+	return 0;
+}
+
+static int open_pid_dir(pid_t pid, int *ret)
+{
+	char path[32];
+	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : phi_neg_errno();
+	*ret = fd;
+	return 0;
+}
+
+static int read_status(int dfd, struct phi_proc_status *st)
+{
+	_cleanup_free_ char *buf = malloc(STATUS_MAX);
+	if (!buf)
+		return -ENOMEM;
+	size_t len;
+	int r = read_at(dfd, "status", buf, STATUS_MAX, &len);
+	if (r < 0)
+		return r;
+	return phi_proc_parse_status(buf, len, st);
+}
+
+int phi_identity_from_pid(uint32_t uid, uint32_t gid, pid_t pid, struct phi_identity *ret)
+{
+	if (pid <= 0 || !ret)
+		return -EINVAL;
+	/* The thread's directory is held open throughout: if the thread dies and its id is
+	 * reused, reads through this fd fail instead of describing the newcomer. */
+	_cleanup_close_ int tfd = -1;
+	int r = open_pid_dir(pid, &tfd);
+	if (r < 0)
+		return r;
+	struct phi_proc_status st;
+	r = read_status(tfd, &st);
+	if (r < 0)
+		return r;
+	/* the request's credentials are the thread's fsuid/fsgid */
+	if (st.uid[3] != uid || st.gid[3] != gid)
+		return -EPERM;
+	_cleanup_close_ int pfd = -1;
+	r = open_pid_dir(st.tgid, &pfd);
+	if (r < 0)
+		return r;
+	struct phi_identity *id = calloc(1, sizeof(*id));
+	if (!id)
+		return -ENOMEM;
+	id->uid = uid;
+	id->gid = gid;
+	id->pid = pid;
+	id->tgid = st.tgid;
+	memcpy(id->groups, st.groups, st.ngroups * sizeof(st.groups[0]));
+	id->ngroups = st.ngroups;
+	size_t n;
+	r = read_at(pfd, "comm", id->comm, sizeof(id->comm) - 1, &n);
+	if (r >= 0) {
+		while (n > 0 && id->comm[n - 1] == '\n')
+			n--;
+		id->comm[n] = 0;
+		ssize_t l = readlinkat(pfd, "exe", id->exe, sizeof(id->exe));
+		/* kernel threads and zombies have no exe; a path that does not fit is dropped */
+		if (l < 0 || (size_t)l >= sizeof(id->exe))
+			l = 0;
+		id->exe[l] = 0;
+		char *cg = malloc(CGROUP_MAX);
+		if (!cg)
+			r = -ENOMEM;
+		if (r >= 0 && read_at(pfd, "cgroup", cg, CGROUP_MAX, &n) >= 0 &&
+		    phi_proc_parse_unit(cg, n, id->unit, sizeof(id->unit)) < 0)
+			id->unit[0] = 0;
+		free(cg);
+	}
+	/* The thread still exists (so its process, and st.tgid, were not recycled meanwhile)
+	 * and still runs with the same credentials. */
+	struct phi_proc_status again;
+	if (r >= 0)
+		r = read_status(tfd, &again);
+	if (r >= 0 && (again.uid[3] != uid || again.gid[3] != gid || again.tgid != st.tgid))
+		r = -EPERM;
+	if (r >= 0)
+		*ret = *id;
+	free(id);
+	return r;
+}
+
+/* ---- decision ---- */
+
+static const char *const op_names[] = { "lookup",    "getattr", "readdir", "open-read", "open-write",
+					"create",    "unlink",  "rename",  "setattr" };
+
+const char *phi_op_name(enum phi_op op)
+{
+	return (unsigned)op < ARRAY_SIZE(op_names) ? op_names[op] : "unknown";
+}
+
+static bool op_reads(enum phi_op op)
+{
+	return op == PHI_OP_LOOKUP || op == PHI_OP_GETATTR || op == PHI_OP_READDIR ||
+	       op == PHI_OP_OPEN_READ;
+}
+
+/* relpath: "" or components joined by single '/', none empty, "." or ".." */
+static bool relpath_valid(const char *p)
+{
+	if (!p)
+		return false;
+	if (!*p)
+		return true;
+	const char *s = p;
+	for (;;) {
+		const char *e = strchr(s, '/');
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+		if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+			return false;
+		if (!e)
+			return true;
+		s = e + 1;
+	}
+}
+
+/* The job's write scope: anything below the top-level "results" folder, and creating
+ * that folder itself; never replacing or removing the folder. */
+static bool in_results(const char *relpath, enum phi_op op)
+{
+	if (!strncmp(relpath, "results/", 8))
+		return true;
+	return op == PHI_OP_CREATE && !strcmp(relpath, "results");
+}
+
+static bool role_allows(enum phi_role role, enum phi_op op, const char *relpath)
+{
+	switch (role) {
+	case PHI_ROLE_SERVICE:
+	case PHI_ROLE_PROVIDER:
+		return true;
+	case PHI_ROLE_JOB:
+		return op_reads(op) || in_results(relpath, op);
+	default: /* admin, auditor: never PHI */
+		return false;
+	}
+}
+
+int phi_policy_check(struct phi_grants *g, const struct phi_identity *id, const char *patient,
+		     const char *relpath, enum phi_op op, uint64_t now, struct phi_decision *ret)
+{
+	if (!g || !ret || (unsigned)op >= ARRAY_SIZE(op_names))
+		return -EINVAL;
+	struct phi_decision d = { .reason = PHI_DENY_NO_IDENTITY };
+	if (!id) {
+		*ret = d;
+		return 0;
+	}
+	snprintf(d.principal, sizeof(d.principal), "uid:%u", (unsigned)id->uid);
+	if (!patient) {
+		/* the root: anyone may look; the listing is filtered per patient */
+		d.allowed = op == PHI_OP_LOOKUP || op == PHI_OP_GETATTR || op == PHI_OP_READDIR;
+		d.reason = d.allowed ? PHI_DENY_NONE : PHI_DENY_ROLE_FORBIDS;
+		*ret = d;
+		return 0;
+	}
+	if (!relpath_valid(relpath))
+		return -EINVAL;
+	uint32_t gids[PHI_ID_GROUPS_MAX + 1];
+	size_t ngids = 0;
+	gids[ngids++] = id->gid;
+	for (size_t i = 0; i < id->ngroups && i < PHI_ID_GROUPS_MAX; i++)
+		gids[ngids++] = id->groups[i];
+	struct phi_grant_match m;
+	int r = phi_grants_lookup(g, id->uid, gids, ngids, patient, now, &m);
+	if (r < 0)
+		return r;
+	if (m.found) {
+		phi_principal_format(&m.grant, d.principal, sizeof(d.principal));
+		memcpy(d.grant_id, m.grant.id, sizeof(d.grant_id));
+		d.role = m.grant.role;
+		d.purpose = m.grant.purpose;
+		d.emergency = m.grant.emergency;
+		d.grant_expiry = m.grant.expiry;
+	}
+	if (m.reason != PHI_DENY_NONE)
+		d.reason = m.reason;
+	else if (role_allows(d.role, op, relpath)) {
+		d.allowed = true;
+		d.reason = PHI_DENY_NONE;
+	} else
+		d.reason = PHI_DENY_ROLE_FORBIDS;
+	*ret = d;
+	return 0;
+}
