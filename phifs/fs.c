@@ -23,12 +23,17 @@
 
 #include <sodium.h>
 
+#include "audit-client.h"
+#include "audit.h"
 #include "cfile.h"
 #include "names.h"
+#include "policy.h"
 #include "util.h"
 
 #define NBUCKETS (1u << 16)
-#define TIMEOUT 1.0
+/* kernel entry and attribute caching; none under access control, where every path walk
+ * must reach the policy (a dentry cached for one caller would answer another's walk) */
+#define TIMEOUT (fs->opts.grants ? 0.0 : 1.0)
 #define KEY_RECHECK_S 1 /* key file changes (rotate, shred) are seen within a second */
 
 enum kind { K_ROOT, K_PATIENT, K_DIR, K_REG, K_LNK };
@@ -81,6 +86,7 @@ struct phifs {
 	struct node *table[NBUCKETS];
 	struct patient *patients;
 	struct timespec mounted;
+	time_t grants_checked; /* monotonic second of the last grants refresh (under lock) */
 };
 
 /* ---- small helpers ---- */
@@ -426,6 +432,169 @@ static int put_sidecar(struct phifs *fs, const struct target *t)
 	return fs->s->ops->put(fs->s, t->side, t->e.full, strlen(t->e.full));
 }
 
+/* ---- access control and audit ---- */
+
+/* One gated request: what is done, to which node (or to the entry name in it). */
+struct access {
+	enum phi_op op;
+	enum phi_audit_ev ev; /* recorded when allowed; PHI_AE_NONE records denials only */
+	char action;          /* C R U D E */
+	struct node *n;       /* the node, or the directory holding name */
+	const char *name;     /* entry name in n, or NULL */
+};
+
+/* The patient id of a node ("" for the root). */
+static void patient_of(struct phifs *fs, struct node *n, char *id, size_t size)
+{
+	id[0] = 0;
+	pthread_mutex_lock(&fs->lock);
+	if (n->pat && n->pat->pk)
+		snprintf(id, size, "%s", n->pat->pk->id);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The policy looks only at the first component of the path inside the patient (a job
+ * writes only below results/): "" for the patient directory itself, "results" for that
+ * folder and everything below it, "-" for anything else. Plaintext names are not kept,
+ * so the top-level store name is compared with the encrypted name of "results". */
+static const char *scope_of(struct phifs *fs, struct node *n, const char *name)
+{
+	if (n->kind == K_PATIENT)
+		return !name ? "" : strcmp(name, "results") ? "-" : "results";
+	char top[PHI_STORE_NAME_MAX + 1] = "";
+	struct node *pn = NULL;
+	pthread_mutex_lock(&fs->lock);
+	for (struct node *c = n; c->nal; c = c->al[0].parent) {
+		if (c->al[0].parent->kind == K_PATIENT) {
+			pn = c->al[0].parent;
+			snprintf(top, sizeof(top), "%s", c->al[0].name);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	struct target t;
+	if (!pn || resolve(fs, pn, "results", &t) < 0)
+		return "-";
+	return strcmp(t.e.store, top) ? "-" : "results";
+}
+
+static void audit_fill(struct phifs *fs, const struct access *a, const struct fuse_ctx *ctx,
+		       const struct phi_identity *id, const char *patient,
+		       const struct phi_decision *d, struct phi_audit_event *ev)
+{
+	char path[PHI_STORE_PATH_MAX];
+	struct target t;
+	memset(ev, 0, sizeof(*ev));
+	ev->event = d->allowed ? a->ev : PHI_AE_DENY;
+	ev->action = a->action;
+	ev->outcome = d->allowed ? 0 : 4;
+	ev->err = d->allowed ? 0 : EACCES;
+	ev->actor.uid = ctx->uid;
+	ev->actor.gid = ctx->gid;
+	ev->actor.pid = (uint32_t)ctx->pid;
+	if (id) {
+		snprintf(ev->actor.comm, sizeof(ev->actor.comm), "%s", id->comm);
+		snprintf(ev->actor.exe, sizeof(ev->actor.exe), "%s", id->exe);
+		snprintf(ev->actor.unit, sizeof(ev->actor.unit), "%s", id->unit);
+	}
+	snprintf(ev->actor.role, sizeof(ev->actor.role), "%s", phi_role_name(d->role));
+	snprintf(ev->actor.principal, sizeof(ev->actor.principal), "%s", d->principal);
+	if (patient[0] && fs->opts.lookup_key)
+		(void)phi_audit_pseudonym(fs->opts.lookup_key, PHI_AUDIT_PATIENT, patient,
+					  ev->obj.patient, sizeof(ev->obj.patient));
+	/* the path as store names (never plaintext), pseudonymised as well */
+	int r = -ENOENT;
+	if (a->n != &fs->root && a->name) {
+		r = resolve(fs, a->n, a->name, &t);
+		if (r >= 0)
+			snprintf(path, sizeof(path), "%s", t.path);
+	} else if (a->n != &fs->root) {
+		r = node_path(fs, a->n, path, sizeof(path));
+	}
+	if (r >= 0 && fs->opts.lookup_key)
+		(void)phi_audit_pseudonym(fs->opts.lookup_key, PHI_AUDIT_PATH, path, ev->obj.path,
+					  sizeof(ev->obj.path));
+	snprintf(ev->why.purpose, sizeof(ev->why.purpose), "%s", phi_purpose_name(d->purpose));
+	snprintf(ev->why.grant, sizeof(ev->why.grant), "%s", d->grant_id);
+	ev->why.grant_exp_ns = (int64_t)d->grant_expiry * 1000000000;
+	snprintf(ev->detail, sizeof(ev->detail), "%s%s%s%s", phi_op_name(a->op),
+		 d->allowed ? "" : " denied: ", d->allowed ? "" : phi_deny_name(d->reason),
+		 d->emergency ? " emergency" : "");
+}
+
+/* Decide and record before answering: 0, or -EACCES when the policy denies or when the
+ * record (of an allowed operation or of a denial) cannot be made durable, so no PHI is
+ * served unaudited. Without grants and audit configured this costs nothing. */
+static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
+{
+	if (!fs->opts.grants && !fs->opts.audit)
+		return 0;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct phi_identity id;
+	bool have_id = phi_identity_from_pid(ctx->uid, ctx->gid, ctx->pid, &id) >= 0;
+	char patient[PHI_PATIENT_MAX + 1];
+	const char *scope = "";
+	if (a->n == &fs->root && a->name) {
+		snprintf(patient, sizeof(patient), "%s", a->name); /* a lookup of a patient */
+	} else {
+		patient_of(fs, a->n, patient, sizeof(patient));
+		if (patient[0])
+			scope = scope_of(fs, a->n, a->name);
+	}
+	struct phi_decision d = { .allowed = have_id,
+				  .reason = have_id ? PHI_DENY_NONE : PHI_DENY_NO_IDENTITY };
+	snprintf(d.principal, sizeof(d.principal), "uid:%u", (unsigned)ctx->uid);
+	if (fs->opts.grants) {
+		time_t now = mono_s();
+		bool refresh = false;
+		pthread_mutex_lock(&fs->lock);
+		if (fs->grants_checked != now) {
+			fs->grants_checked = now;
+			refresh = true;
+		}
+		pthread_mutex_unlock(&fs->lock);
+		/* grant changes reach a running mount within a second */
+		if (refresh)
+			(void)phi_grants_refresh(fs->opts.grants);
+		if (phi_policy_check(fs->opts.grants, have_id ? &id : NULL,
+				     patient[0] ? patient : NULL, scope, a->op, (uint64_t)time(NULL),
+				     &d) < 0)
+			d.allowed = false;
+	}
+	if (fs->opts.audit && (!d.allowed || a->ev != PHI_AE_NONE || d.emergency)) {
+		struct phi_audit_event ev;
+		audit_fill(fs, a, ctx, have_id ? &id : NULL, patient, &d, &ev);
+		if (d.allowed && a->ev == PHI_AE_NONE)
+			ev.event = PHI_AE_EMERGENCY; /* break-glass is never silent */
+		int r = phi_audit_submit(fs->opts.audit, &ev, NULL);
+		if (r < 0) {
+			fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n",
+				strerror(-r), phi_op_name(a->op));
+			return -EACCES;
+		}
+	}
+	return d.allowed ? 0 : -EACCES;
+}
+
+/* Gate a request; on denial answer it and leave the handler. */
+#define GATE_OR_RETURN(req, ...)                                                      \
+	do {                                                                          \
+		int g_ = gate((req), FS(req), &(struct access){ __VA_ARGS__ });       \
+		if (g_ < 0) {                                                         \
+			reply_err((req), g_);                                         \
+			return;                                                       \
+		}                                                                     \
+	} while (0)
+
+/* Whether the root listing shows a patient to this caller. */
+static bool may_see_patient(struct phifs *fs, const struct phi_identity *id, const char *patient)
+{
+	struct phi_decision d;
+	return id && phi_policy_check(fs->opts.grants, id, patient, "", PHI_OP_LOOKUP,
+				      (uint64_t)time(NULL), &d) >= 0 &&
+	       d.allowed;
+}
+
 /* ---- attributes ---- */
 
 static void to_stat(const struct phi_store_stat *ss, struct stat *st)
@@ -461,6 +630,14 @@ static void root_stat(const struct phifs *fs, struct stat *st)
 	st->st_nlink = 2;
 }
 
+/* Under access control a patient directory is open to every uid as far as Unix
+ * permissions go: the grants decide who gets in (its store mode is phifs-key's 0700). */
+static void patient_mode(const struct phifs *fs, const struct node *n, struct stat *st)
+{
+	if (fs->opts.grants && n->kind == K_PATIENT)
+		st->st_mode = S_IFDIR | 0777;
+}
+
 static int node_stat(struct phifs *fs, struct node *n, struct stat *st)
 {
 	char path[PHI_STORE_PATH_MAX];
@@ -492,6 +669,7 @@ static int node_stat(struct phifs *fs, struct node *n, struct stat *st)
 	n->last = ss;
 	pthread_mutex_unlock(&fs->lock);
 	to_stat(&ss, st);
+	patient_mode(fs, n, st);
 	return 0;
 }
 
@@ -503,6 +681,7 @@ static void fill_entry(struct phifs *fs, struct node *n, const struct phi_store_
 	e->attr_timeout = TIMEOUT;
 	e->entry_timeout = TIMEOUT;
 	to_stat(ss, &e->attr);
+	patient_mode(fs, n, &e->attr);
 }
 
 /* stat a freshly made/looked-up store path and hand its node to the kernel */
@@ -565,6 +744,7 @@ static int lookup_patient(struct phifs *fs, const char *name, struct fuse_entry_
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	GATE_OR_RETURN(req, PHI_OP_LOOKUP, PHI_AE_NONE, 'R', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	struct fuse_entry_param e;
@@ -626,6 +806,8 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (ino != FUSE_ROOT_ID)
+		GATE_OR_RETURN(req, PHI_OP_GETATTR, PHI_AE_NONE, 'R', N(FS(req), ino), NULL);
 	(void)fi;
 	struct phifs *fs = FS(req);
 	struct stat st;
@@ -709,6 +891,7 @@ static int do_truncate(struct phifs *fs, struct node *n, uint64_t size)
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
+	GATE_OR_RETURN(req, PHI_OP_SETATTR, PHI_AE_SETATTR, 'U', N(FS(req), ino), NULL);
 	(void)fi;
 	struct phifs *fs = FS(req);
 	struct node *n = N(fs, ino);
@@ -785,6 +968,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
+	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -812,6 +996,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
+	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -856,6 +1041,7 @@ static void drop_alias(struct phifs *fs, struct node *d, const char *sname, uint
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	GATE_OR_RETURN(req, PHI_OP_UNLINK, PHI_AE_UNLINK, 'D', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	struct target t;
@@ -904,6 +1090,7 @@ static int rmdir_clean_fn(void *ctx, const char *name, uint32_t type)
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	GATE_OR_RETURN(req, PHI_OP_UNLINK, PHI_AE_UNLINK, 'D', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	struct target t;
@@ -1029,6 +1216,7 @@ static int list_fn(void *ctx, const char *name, uint32_t type)
 struct root_listing {
 	struct phifs *fs;
 	struct dirent_buf *out;
+	const struct phi_identity *id; /* under access control: list only what it may see */
 };
 
 /* one unreadable key file must not hide every other patient */
@@ -1041,7 +1229,7 @@ static int root_list_fn(void *ctx, const char *tag)
 		fprintf(stderr, "phifs: key file of patient tag %s unreadable: %s\n", tag, strerror(-r));
 		return 0;
 	}
-	if (!pk->shredded)
+	if (!pk->shredded && (!l->fs->opts.grants || may_see_patient(l->fs, l->id, pk->id)))
 		r = add_dirent(l->out, pk->id, "", DT_DIR);
 	phi_pkeys_free(pk);
 	return r;
@@ -1049,6 +1237,7 @@ static int root_list_fn(void *ctx, const char *tag)
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	GATE_OR_RETURN(req, PHI_OP_READDIR, PHI_AE_READDIR, 'R', N(FS(req), ino), NULL);
 	struct phifs *fs = FS(req);
 	struct node *n = N(fs, ino);
 	struct dirent_buf *db = calloc(1, sizeof(*db));
@@ -1065,7 +1254,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r >= 0)
 		r = add_dirent(db, "..", "", DT_DIR);
 	if (r >= 0 && n == &fs->root) {
-		struct root_listing rl = { .fs = fs, .out = db };
+		const struct fuse_ctx *ctx = fuse_req_ctx(req);
+		struct phi_identity who;
+		bool have_id = phi_identity_from_pid(ctx->uid, ctx->gid, ctx->pid, &who) >= 0;
+		struct root_listing rl = { .fs = fs, .out = db, .id = have_id ? &who : NULL };
 		r = phi_patient_foreach_tag(fs->kr, root_list_fn, &rl);
 	} else if (r >= 0) {
 		struct listing l = { .fs = fs, .out = db, .dirid = id, .path = path };
@@ -1195,6 +1387,8 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
+	GATE_OR_RETURN(req, PHI_OP_RENAME, PHI_AE_RENAME, 'U', N(FS(req), parent), name);
+	GATE_OR_RETURN(req, PHI_OP_RENAME, PHI_AE_RENAME, 'U', N(FS(req), newparent), newname);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent), *nd = N(fs, newparent);
 	struct target a, b;
@@ -1284,6 +1478,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
+	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), newparent), newname);
 	struct phifs *fs = FS(req);
 	struct node *n = N(fs, ino), *nd = N(fs, newparent);
 	struct fuse_entry_param e;
@@ -1359,6 +1554,8 @@ static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	bool w_ = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+	GATE_OR_RETURN(req, w_ ? PHI_OP_OPEN_WRITE : PHI_OP_OPEN_READ, PHI_AE_OPEN, w_ ? 'U' : 'R', N(FS(req), ino), NULL);
 	struct phifs *fs = FS(req);
 	int r = open_node(fs, N(fs, ino), fi);
 	if (r < 0)
@@ -1393,6 +1590,7 @@ static int new_object(struct phifs *fs, const struct target *t, mode_t mode,
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
+	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent), *n = NULL;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -1449,6 +1647,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
+	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name);
 	(void)rdev;
 	struct phifs *fs = FS(req);
 	if (!S_ISREG(mode)) {
@@ -1601,6 +1800,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want &= ~FUSE_CAP_SPLICE_READ;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* every write is encrypted and stored at once */
+	/* under access control every entry must be looked up through the policy */
+	if (fs->opts.grants)
+		conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
 }
 
 static const struct fuse_lowlevel_ops ops = {

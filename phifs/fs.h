@@ -14,9 +14,20 @@
 #include "keys.h"
 #include "store.h"
 
+struct phi_grants;
+struct phi_audit_client;
+struct phi_key;
+
 struct phifs_opts {
 	bool ro;
 	const char *mountpoint; /* absolute; used to raise the kernel's readahead for the mount */
+	/* Access control (docs/grants-format.md): NULL leaves it to Unix permissions alone. */
+	struct phi_grants *grants;
+	/* Audit (docs/audit-format.md): with a client, every gated operation and every denial
+	 * is durable in the audit log before it is answered, and a record that cannot be made
+	 * durable denies the operation (EACCES). lookup_key makes the pseudonyms. */
+	struct phi_audit_client *audit;
+	const struct phi_key *lookup_key;
 };
 
 struct phifs;

@@ -17,6 +17,9 @@
 #include <fuse_lowlevel.h>
 
 #include "fs.h"
+#include "audit-client.h"
+#include "audit.h"
+#include "grants.h"
 #include "keys.h"
 #include "store.h"
 #include "util.h"
@@ -25,6 +28,8 @@ struct cli {
 	char *store;
 	char *key_file;
 	char *store_opts;
+	char *audit_socket;
+	int grants;
 	int ro;
 	int show_help;
 };
@@ -36,6 +41,8 @@ static const struct fuse_opt cli_opts[] = {
 	{ "--key-file %s", offsetof(struct cli, key_file), 0 },
 	{ "key_file=%s", offsetof(struct cli, key_file), 0 },
 	{ "store_opts=%s", offsetof(struct cli, store_opts), 0 },
+	{ "audit_socket=%s", offsetof(struct cli, audit_socket), 0 },
+	{ "grants", offsetof(struct cli, grants), 1 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -67,6 +74,9 @@ static void usage(void)
 	       "\n"
 	       "  --key-file FILE, -o key_file=FILE   master key file (mode 0600, owned by you);\n"
 	       "                                      default $CREDENTIALS_DIRECTORY/" PHI_CRED_NAME "\n"
+	       "  -o grants                           enforce roles and grants (phifs-grant)\n"
+	       "  -o audit_socket=PATH                record every access in phifs-auditd's log\n"
+	       "                                      before answering it; deny if it cannot\n"
 	       "  -o ro, -o allow_other, ...          the usual FUSE mount options\n"
 	       "  -f  foreground   -d  debug (never shows names or data: they are ciphertext below)\n");
 }
@@ -90,6 +100,17 @@ static const char *key_error(int r)
 	}
 }
 
+static int mount_record(struct phi_audit_client *audit, enum phi_audit_ev what, bool ro)
+{
+	struct phi_audit_event ev = { .event = what, .action = 'E' };
+	ev.actor.uid = (uint32_t)getuid();
+	ev.actor.gid = (uint32_t)getgid();
+	ev.actor.pid = (uint32_t)getpid();
+	snprintf(ev.actor.comm, sizeof(ev.actor.comm), "phifs");
+	snprintf(ev.detail, sizeof(ev.detail), "%s", ro ? "ro" : "rw");
+	return phi_audit_submit(audit, &ev, NULL);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -103,6 +124,9 @@ int main(int argc, char *argv[])
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *lc = NULL;
 	char *mp_real = NULL;
+	struct phi_grants *grants = NULL;
+	struct phi_audit_client *audit = NULL;
+	struct phi_key *lookup_key = NULL;
 
 	/* key material must never reach a core dump or another process's ptrace */
 	(void)prctl(PR_SET_DUMPABLE, 0);
@@ -152,10 +176,28 @@ int main(int argc, char *argv[])
 		else if (r < 0)
 			fprintf(stderr, "phifs: cannot open the store keys: %s\n", strerror(-r));
 	}
+	if (r >= 0 && c.audit_socket) {
+		r = phi_audit_lookup_key(master, &lookup_key);
+		if (r >= 0)
+			r = phi_audit_client_open(c.audit_socket, &audit);
+		if (r < 0)
+			fprintf(stderr, "phifs: audit: %s: %s\n", c.audit_socket, strerror(-r));
+	}
 	phi_key_free(master);
 	master = NULL;
+	if (r >= 0 && c.grants) {
+		r = phi_grants_open(s, kr, &grants);
+		if (r < 0)
+			fprintf(stderr, "phifs: cannot load grants: %s\n", strerror(-r));
+	}
+	if (r >= 0 && !c.grants && !c.audit_socket)
+		fprintf(stderr, "phifs: warning: no -o grants and no -o audit_socket: access is "
+				"checked by Unix permissions only and not audited\n");
 	if (r >= 0)
-		r = phifs_new(s, kr, &(struct phifs_opts){ .ro = c.ro, .mountpoint = mp_real }, &fs);
+		r = phifs_new(s, kr,
+			      &(struct phifs_opts){ .ro = c.ro, .mountpoint = mp_real, .grants = grants,
+						    .audit = audit, .lookup_key = lookup_key },
+			      &fs);
 	if (r < 0)
 		goto out;
 
@@ -176,13 +218,23 @@ int main(int argc, char *argv[])
 		goto out;
 	if (fuse_session_mount(se, fo.mountpoint) != 0)
 		goto out_signals;
+	if (audit && mount_record(audit, PHI_AE_MOUNT, c.ro) < 0) {
+		/* an unaudited mount must not serve anything */
+		fprintf(stderr, "phifs: the audit log refused the mount record: not serving\n");
+		fuse_session_unmount(se);
+		goto out_signals;
+	}
 	fuse_daemonize(fo.foreground);
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);
 	fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads > 0 && fo.max_idle_threads <= 1024 ? fo.max_idle_threads : 10);
-	fuse_loop_cfg_set_max_threads(lc, fo.max_threads > 0 && fo.max_threads <= 1024 ? fo.max_threads : 16);
+	/* with audit, each thread waits for its record's group commit: more threads, larger batches */
+	fuse_loop_cfg_set_max_threads(lc, fo.max_threads > 0 && fo.max_threads <= 1024 ? fo.max_threads
+								      : audit ? 64 : 16);
 	ret = fo.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	ret = ret != 0;
+	if (audit)
+		(void)mount_record(audit, PHI_AE_UNMOUNT, c.ro);
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
@@ -192,6 +244,9 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	phifs_free(fs);
+	phi_grants_free(grants);
+	phi_audit_client_free(audit);
+	phi_key_free(lookup_key);
 	phi_keyring_free(kr);
 	phi_store_close(s);
 	if (lockfd >= 0)
@@ -201,6 +256,7 @@ out:
 	free(c.store);
 	free(c.key_file);
 	free(c.store_opts);
+	free(c.audit_socket);
 	fuse_opt_free_args(&args);
 	return ret;
 }
