@@ -36,7 +36,6 @@ static const struct fuse_opt cli_opts[] = {
 	{ "--key-file %s", offsetof(struct cli, key_file), 0 },
 	{ "key_file=%s", offsetof(struct cli, key_file), 0 },
 	{ "store_opts=%s", offsetof(struct cli, store_opts), 0 },
-	{ "--store-opts=%s", offsetof(struct cli, store_opts), 0 },
 	{ "--store-opts %s", offsetof(struct cli, store_opts), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
