@@ -396,6 +396,7 @@ struct phi_store_obj {
 	size_t ncommitted;
 	bool committed_known;
 	uint32_t session; /* in our block ids */
+	uint64_t next_read; /* block a sequential reader asks for next */
 };
 
 static struct az_store *to_az(struct phi_store *s)
@@ -1606,7 +1607,8 @@ static bool staged_get(const struct phi_store_obj *o, uint64_t i)
 	return i < o->staged_cap && o->staged[i];
 }
 
-static int put_block(struct phi_store_obj *o, uint64_t i, const void *data, size_t len)
+/* Put Block of block i under our id; touches no object state (runs in xfer threads). */
+static int put_block_req(struct phi_store_obj *o, uint64_t i, const void *data, size_t len)
 {
 	char id[64];
 	block_id(o, i, id, sizeof id);
@@ -1619,14 +1621,87 @@ static int put_block(struct phi_store_obj *o, uint64_t i, const void *data, size
 	q.body = data;
 	q.body_len = len;
 	r = perform(o->s, &q);
-	if (r < 0)
-		return r;
-	r = status_errno(&q);
+	return r < 0 ? r : status_errno(&q);
+}
+
+static int put_block_done(struct phi_store_obj *o, uint64_t i, int r)
+{
 	if (r == -ENOENT && o->unlinked)
 		return 0;
 	if (r < 0)
 		return r == -ENOENT ? -EIO : r;
 	return staged_set(o, i, true);
+}
+
+static int put_block(struct phi_store_obj *o, uint64_t i, const void *data, size_t len)
+{
+	return put_block_done(o, i, put_block_req(o, i, data, len));
+}
+
+/* Block transfers of one object run a few at once, one thread each: every request costs
+ * a round trip, so several in flight keep the service busy. The caller holds o->lock;
+ * the threads only read the object's name, ETag and session. */
+struct xfer {
+	struct phi_store_obj *o;
+	struct slot *sl;
+	uint64_t idx;
+	size_t len;
+	bool put; /* Put Block, else ranged GET */
+	int r;
+};
+
+static void *xfer_run(void *arg)
+{
+	struct xfer *x = arg;
+	if (x->put) {
+		x->r = put_block_req(x->o, x->idx, x->sl->buf, x->len);
+	} else {
+		size_t got = 0;
+		x->r = x->len ? ranged_get(x->o, x->sl->buf, x->idx * BLOCK, x->len, &got) : 0;
+		if (x->r >= 0 && got != x->len)
+			x->r = -EIO;
+	}
+	return NULL;
+}
+
+static void xfer_all(struct xfer *x, size_t n)
+{
+	pthread_t t[OBJ_SLOTS];
+	bool started[OBJ_SLOTS] = { false };
+	for (size_t k = 1; k < n; k++)
+		started[k] = pthread_create(&t[k], NULL, xfer_run, &x[k]) == 0;
+	(void)xfer_run(&x[0]);
+	for (size_t k = 1; k < n; k++) {
+		if (started[k])
+			(void)pthread_join(t[k], NULL);
+		else
+			(void)xfer_run(&x[k]);
+	}
+}
+
+/* Stage every dirty cached block at once, except keep (the block being written). */
+static int stage_dirty(struct phi_store_obj *o, const struct slot *keep)
+{
+	struct xfer x[OBJ_SLOTS];
+	size_t n = 0;
+	for (size_t k = 0; k < OBJ_SLOTS; k++) {
+		struct slot *sl = &o->slots[k];
+		if (sl->used && sl->dirty && sl != keep)
+			x[n++] = (struct xfer){ .o = o, .sl = sl, .idx = sl->idx, .put = true,
+						.len = (size_t)block_len(o->size, sl->idx) };
+	}
+	if (!n)
+		return 0;
+	xfer_all(x, n);
+	int r = 0;
+	for (size_t k = 0; k < n; k++) {
+		int rk = put_block_done(o, x[k].idx, x[k].r);
+		if (rk >= 0)
+			x[k].sl->dirty = false;
+		else if (r >= 0)
+			r = rk;
+	}
+	return r;
 }
 
 static int commit(struct phi_store_obj *o);
@@ -1691,14 +1766,18 @@ static int slot_get(struct phi_store_obj *o, uint64_t i, bool fill, struct slot 
 		}
 	}
 	if (!victim) {
+		/* all dirty: stage all but the most recently used (likely still being written) */
+		struct slot *newest = &o->slots[0];
 		victim = &o->slots[0];
-		for (size_t k = 1; k < OBJ_SLOTS; k++)
+		for (size_t k = 1; k < OBJ_SLOTS; k++) {
 			if (o->slots[k].tick < victim->tick)
 				victim = &o->slots[k];
-		int r = put_block(o, victim->idx, victim->buf, (size_t)block_len(o->size, victim->idx));
+			if (o->slots[k].tick > newest->tick)
+				newest = &o->slots[k];
+		}
+		int r = stage_dirty(o, newest);
 		if (r < 0)
 			return r;
-		victim->dirty = false;
 	}
 	if (!victim->buf) {
 		victim->buf = malloc(BLOCK);
@@ -1803,6 +1882,9 @@ static int commit_once(struct phi_store_obj *o)
 			if (r < 0)
 				return r;
 		}
+		int rs = stage_dirty(o, NULL);
+		if (rs < 0)
+			return rs;
 		/* which committed blocks still hold block i's bytes, unchanged */
 		uint64_t valid = o->csize < o->low ? o->csize : o->low;
 		_cleanup_free_ char *xml = NULL;
@@ -2032,6 +2114,45 @@ static int az_create(struct phi_store *ps, const char *path, uint32_t mode, uint
 	return 0;
 }
 
+/* Sequential reads: load block i and the next ones into clean slots at once. Best effort:
+ * a block that fails here is loaded (and its error reported) by slot_get. */
+static void prefetch(struct phi_store_obj *o, uint64_t i)
+{
+	struct xfer x[OBJ_SLOTS];
+	size_t n = 0;
+	uint64_t valid = o->csize < o->low ? o->csize : o->low;
+	for (uint64_t j = i; n < OBJ_SLOTS - 1 && j * BLOCK < o->size; j++) {
+		if (slot_find(o, j) || staged_get(o, j))
+			break;
+		/* the least recently used slot that is free or clean and not taken yet */
+		struct slot *v = NULL;
+		for (size_t k = 0; k < OBJ_SLOTS; k++) {
+			struct slot *c = &o->slots[k];
+			bool taken = false;
+			for (size_t m = 0; m < n; m++)
+				taken |= x[m].sl == c;
+			if (taken || (c->used && c->dirty))
+				continue;
+			if (!v || !c->used || (v->used && c->tick < v->tick))
+				v = c;
+		}
+		if (!v)
+			break;
+		if (!v->buf && !(v->buf = malloc(BLOCK)))
+			break;
+		v->used = false;
+		memset(v->buf, 0, BLOCK);
+		x[n++] = (struct xfer){ .o = o, .sl = v, .idx = j, .len = (size_t)block_len(valid, j) };
+	}
+	if (n < 2)
+		return; /* nothing to overlap: slot_get does it */
+	xfer_all(x, n);
+	for (size_t k = 0; k < n; k++)
+		if (x[k].r >= 0)
+			*x[k].sl = (struct slot){ .idx = x[k].idx, .buf = x[k].sl->buf, .used = true,
+						  .tick = ++o->tick };
+}
+
 static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off, size_t *ret_n)
 {
 	if (off > INT64_MAX || len > (size_t)SSIZE_MAX)
@@ -2042,6 +2163,9 @@ static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off
 	while (done < len && off + done < o->size) {
 		uint64_t pos = off + done, i = pos / BLOCK;
 		struct slot *sl;
+		if (i == o->next_read && !slot_find(o, i))
+			prefetch(o, i);
+		o->next_read = i + 1;
 		r = slot_get(o, i, true, &sl);
 		if (r < 0)
 			break;
