@@ -141,7 +141,7 @@ struct span {
 static const char *span_find(struct span s, const char *needle)
 {
 	size_t nl = strlen(needle);
-	if (nl > s.n)
+	if (!s.p || nl > s.n)
 		return NULL;
 	return memmem(s.p, s.n, needle, nl);
 }
