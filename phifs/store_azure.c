@@ -41,6 +41,8 @@
 #define LIST_MAX (16u << 20)    /* largest List Blobs / Get Block List body accepted */
 #define MAX_HDRS 24
 #define UNLINKED_KEEP (64u << 20) /* an open object unlinked below this size stays readable */
+#define ACACHE_SLOTS 2048       /* attributes remembered from listings */
+#define ACACHE_MS 1000          /* ...for this long, and only until this mount changes anything */
 
 /* ---- small helpers ---- */
 
@@ -130,6 +132,8 @@ static int path_check(const char *path, bool allow_root)
 		p = e + 1;
 	}
 }
+
+static void parse_ts(const char *v, struct timespec *ts);
 
 /* ---- response parsers (XML, bounded, no allocation but the block array) ---- */
 
@@ -264,11 +268,35 @@ int phi_az_parse_list(const char *xml, size_t len, phi_az_entry_fn fn, void *ctx
 			if (xml_elem(item, "Content-Length", &v, NULL) == 0 && xml_u64(v, &e.size) < 0)
 				return -EBADMSG;
 			uint64_t m;
+			unsigned seen = 0;
 			if (xml_elem(item, "phimode", &v, NULL) == 0) {
 				if (xml_u64(v, &m) < 0 || m > UINT32_MAX)
 					return -EBADMSG;
 				e.mode = (uint32_t)m;
+				seen |= 1;
 			}
+			if (xml_elem(item, "phiuid", &v, NULL) == 0 && xml_u64(v, &m) == 0 && m <= UINT32_MAX) {
+				e.uid = (uint32_t)m;
+				seen |= 2;
+			}
+			if (xml_elem(item, "phigid", &v, NULL) == 0 && xml_u64(v, &m) == 0 && m <= UINT32_MAX) {
+				e.gid = (uint32_t)m;
+				seen |= 4;
+			}
+			if (xml_elem(item, "phiino", &v, NULL) == 0 && xml_u64(v, &e.ino) == 0)
+				seen |= 8;
+			if (xml_elem(item, "phigen", &v, NULL) == 0)
+				(void)xml_u64(v, &e.gen);
+			static const char *const tn[] = { "phiatime", "phimtime", "phictime" };
+			struct timespec *tv[] = { &e.atime, &e.mtime, &e.ctime };
+			for (size_t k = 0; k < 3; k++) {
+				char tb[48];
+				if (xml_elem(item, tn[k], &v, NULL) == 0 && xml_text(v, tb, sizeof tb) == 0) {
+					parse_ts(tb, tv[k]);
+					seen |= 16u << k;
+				}
+			}
+			e.full_meta = seen == 127;
 		}
 		r = fn(ctx, &e);
 		if (r < 0)
@@ -334,6 +362,13 @@ int phi_az_parse_blocklist(const char *xml, size_t len, struct phi_az_block **re
 
 /* ---- the store ---- */
 
+struct meta {
+	uint32_t mode, uid, gid;
+	uint64_t ino;
+	struct timespec atime, mtime, ctime;
+	uint64_t gen; /* content generation: changes on every content commit */
+};
+
 struct curl_pool_entry {
 	CURL *h;
 	struct curl_pool_entry *next;
@@ -354,13 +389,20 @@ struct az_store {
 	struct curl_pool_entry *pool;
 	pthread_mutex_t lock;  /* guards open; taken before an object's lock */
 	struct phi_store_obj *open; /* every open object (write-back state, renames, unlinks) */
+
+	/* Attributes seen in the last listing, so that the getattr of every entry after a
+	 * readdir (ls -l, FUSE readdirplus) needs no HEAD. An entry is used only within
+	 * ACACHE_MS and while gen is unchanged; every PUT or DELETE this mount sends bumps gen,
+	 * so the mount never sees its own changes late. Other mounts' changes: up to 1 s. */
+	pthread_mutex_t cache_lock;
+	uint64_t gen;
+	struct acache_ent *cache; /* ACACHE_SLOTS, direct-mapped by name hash */
 };
 
-struct meta {
-	uint32_t mode, uid, gid;
-	uint64_t ino;
-	struct timespec atime, mtime, ctime;
-	uint64_t gen; /* content generation: changes on every content commit */
+struct acache_ent {
+	char *name;
+	uint64_t gen, expires, size;
+	struct meta m;
 };
 
 struct slot {
@@ -827,7 +869,21 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 
 /* One request with retries until the deadline. Returns 0 with q->status (any final HTTP
  * status, the caller maps it), or -EHOSTUNREACH / -ETIMEDOUT / -EIO past the deadline. */
+static void cache_bump(struct az_store *s);
+static int perform_once(struct az_store *s, struct req *q);
+
 static int perform(struct az_store *s, struct req *q)
+{
+	bool mutates = !strcmp(q->method, "PUT") || !strcmp(q->method, "DELETE");
+	if (mutates)
+		cache_bump(s);
+	int r = perform_once(s, q);
+	if (mutates)
+		cache_bump(s); /* a listing that overlapped the change is not trusted either */
+	return r;
+}
+
+static int perform_once(struct az_store *s, struct req *q)
 {
 	uint64_t start = now_ms(), end = start + s->deadline_ms;
 	uint64_t backoff = 50;
@@ -1057,6 +1113,57 @@ static int set_meta(struct az_store *s, const char *blob, const struct meta *m, 
 	return r < 0 ? r : status_errno(&q);
 }
 
+/* ---- attribute cache (filled by listings) ---- */
+
+static uint64_t fnv1a(const char *s);
+
+static void cache_bump(struct az_store *s)
+{
+	pthread_mutex_lock(&s->cache_lock);
+	s->gen++;
+	pthread_mutex_unlock(&s->cache_lock);
+}
+
+static uint64_t cache_gen(struct az_store *s)
+{
+	pthread_mutex_lock(&s->cache_lock);
+	uint64_t g = s->gen;
+	pthread_mutex_unlock(&s->cache_lock);
+	return g;
+}
+
+static void cache_put(struct az_store *s, const char *blob, const struct meta *m, uint64_t size,
+		      uint64_t gen)
+{
+	if (!s->cache)
+		return;
+	char *dup = strdup(blob);
+	if (!dup)
+		return;
+	pthread_mutex_lock(&s->cache_lock);
+	struct acache_ent *e = &s->cache[fnv1a(blob) % ACACHE_SLOTS];
+	free(e->name);
+	*e = (struct acache_ent){ .name = dup, .gen = gen, .expires = now_ms() + ACACHE_MS,
+				  .size = size, .m = *m };
+	pthread_mutex_unlock(&s->cache_lock);
+}
+
+static bool cache_get(struct az_store *s, const char *blob, struct meta *m, uint64_t *size)
+{
+	if (!s->cache)
+		return false;
+	bool hit = false;
+	pthread_mutex_lock(&s->cache_lock);
+	struct acache_ent *e = &s->cache[fnv1a(blob) % ACACHE_SLOTS];
+	if (e->name && e->gen == s->gen && now_ms() < e->expires && !strcmp(e->name, blob)) {
+		*m = e->m;
+		*size = e->size;
+		hit = true;
+	}
+	pthread_mutex_unlock(&s->cache_lock);
+	return hit;
+}
+
 /* ---- registry of open objects ---- */
 
 static struct phi_store_obj *find_open_locked(struct az_store *s, const char *blob)
@@ -1103,7 +1210,7 @@ static int az_getattr(struct phi_store *ps, const char *path, struct phi_store_s
 		return r;
 	struct meta m;
 	uint64_t size;
-	r = head_blob(s, blob, &m, &size, NULL, 0);
+	r = cache_get(s, blob, &m, &size) ? 0 : head_blob(s, blob, &m, &size, NULL, 0);
 	if (r == -ENOENT) {
 		int p = parent_check(s, path);
 		return p == -ENOTDIR ? -ENOTDIR : p < 0 && p != -ENOENT ? p : -ENOENT;
@@ -1168,6 +1275,7 @@ struct list_ctx {
 	 * unless their marker was seen: the service may list prefixes apart from blobs */
 	char **dirs, **pending;
 	size_t ndirs, npending, cdirs, cpending;
+	uint64_t gen; /* attribute cache generation when the listing started */
 };
 
 static int strv_add(char ***v, size_t *n, size_t *cap, const char *x)
@@ -1226,6 +1334,11 @@ static int list_entry(void *ctx, const struct phi_az_entry *e)
 	if (path_check(name, false) < 0)
 		return 0; /* not a name this store could have made */
 	uint32_t type = e->mode ? IFTODT(e->mode) : DT_REG;
+	if (e->full_meta && l->fn) {
+		struct meta m = { .mode = e->mode, .uid = e->uid, .gid = e->gid, .ino = e->ino,
+				  .atime = e->atime, .mtime = e->mtime, .ctime = e->ctime, .gen = e->gen };
+		cache_put(l->s, e->name, &m, e->size, l->gen);
+	}
 	if (type == DT_DIR) {
 		int r = strv_add(&l->dirs, &l->ndirs, &l->cdirs, name);
 		if (r < 0)
@@ -1332,7 +1445,7 @@ static int az_readdir(struct phi_store *ps, const char *path, phi_store_dirent_f
 	char pfx[sizeof blob + 1];
 	(void)snprintf(pfx, sizeof pfx, "%s%s", blob, *blob ? "/" : "");
 	_cleanup_(list_ctx_done) struct list_ctx l = { .s = s, .strip = strlen(pfx), .fn = fn,
-							.ctx = ctx };
+							.ctx = ctx, .gen = cache_gen(s) };
 	r = list_blobs(s, pfx, false, 0, list_entry, &l, list_stopped, &l);
 	return r < 0 ? r : list_finish(&l);
 }
@@ -2110,6 +2223,15 @@ static int az_create(struct phi_store *ps, const char *path, uint32_t mode, uint
 	if (r < 0)
 		return r;
 	o->committed_known = true; /* Put Blob: no committed blocks */
+	if (len && len <= BLOCK) {
+		/* the initial content is block 0: writes after it need not read it back */
+		uint8_t *b = malloc(BLOCK);
+		if (b) {
+			memset(b + len, 0, BLOCK - len);
+			memcpy(b, init, len);
+			o->slots[0] = (struct slot){ .idx = 0, .buf = b, .used = true, .tick = ++o->tick };
+		}
+	}
 	*ret = o;
 	return 0;
 }
@@ -2652,6 +2774,11 @@ static void az_close(struct phi_store *ps)
 		sodium_free(s->key);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->pool_lock);
+	if (s->cache)
+		for (size_t i = 0; i < ACACHE_SLOTS; i++)
+			free(s->cache[i].name);
+	free(s->cache);
+	pthread_mutex_destroy(&s->cache_lock);
 	free(s);
 }
 
@@ -2755,6 +2882,8 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->pool_lock, NULL);
+	pthread_mutex_init(&s->cache_lock, NULL);
+	s->cache = calloc(ACACHE_SLOTS, sizeof *s->cache); /* none: no caching, still correct */
 	s->base.ops = &az_ops;
 	_cleanup_store_ struct phi_store *guard = &s->base;
 	memcpy(s->account, p, (size_t)(slash - p));

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "store.h"
 
@@ -27,6 +28,12 @@ struct phi_az_entry {
 	bool is_prefix;
 	uint64_t size;
 	uint32_t mode;
+	/* the rest of the phi* metadata; full_meta: mode, uid, gid, ino and the times were all
+	 * present */
+	bool full_meta;
+	uint32_t uid, gid;
+	uint64_t ino, gen;
+	struct timespec atime, mtime, ctime;
 };
 /* return 0 to continue, <0 to abort with that error */
 typedef int (*phi_az_entry_fn)(void *ctx, const struct phi_az_entry *e);

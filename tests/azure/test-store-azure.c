@@ -34,6 +34,10 @@ struct listed {
 	bool prefix[4];
 	uint64_t size[4];
 	uint32_t mode[4];
+	bool full[4];
+	uint32_t uid[4];
+	uint64_t ino[4];
+	struct timespec mtime[4];
 	int n;
 };
 
@@ -45,6 +49,10 @@ static int cb(void *ctx, const struct phi_az_entry *e)
 	g->prefix[g->n] = e->is_prefix;
 	g->size[g->n] = e->size;
 	g->mode[g->n] = e->mode;
+	g->full[g->n] = e->full_meta;
+	g->uid[g->n] = e->uid;
+	g->ino[g->n] = e->ino;
+	g->mtime[g->n] = e->mtime;
 	g->n++;
 	return 0;
 }
@@ -54,7 +62,9 @@ static void test_parsers(void)
 	static const char list[] =
 		"<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults><Prefix>p/</Prefix>"
 		"<Blobs><Blob><Name>p/a</Name><Properties><Content-Length>12</Content-Length>"
-		"</Properties><Metadata><phimode>33152</phimode></Metadata></Blob>"
+		"</Properties><Metadata><phimode>33152</phimode><phiuid>7</phiuid><phigid>8</phigid>"
+		"<phiino>99</phiino><phiatime>1.5</phiatime><phimtime>2.000000006</phimtime>"
+		"<phictime>3.0</phictime></Metadata></Blob>"
 		"<BlobPrefix><Name>p/d/</Name></BlobPrefix>"
 		"<Blob><Name>p/x&amp;y</Name><Properties><Content-Length>0</Content-Length>"
 		"</Properties><Metadata /></Blob></Blobs><NextMarker>m&lt;1</NextMarker>"
@@ -65,6 +75,9 @@ static void test_parsers(void)
 	CHECK_EQ(got.n, 3);
 	CHECK(!strcmp(got.names[0], "p/a") && !got.prefix[0] && got.size[0] == 12);
 	CHECK_EQ(got.mode[0], 0100600);
+	CHECK(got.full[0] && got.uid[0] == 7 && got.ino[0] == 99);
+	CHECK(got.mtime[0].tv_sec == 2 && got.mtime[0].tv_nsec == 6);
+	CHECK(!got.full[2]); /* no phi metadata: attributes come from a HEAD */
 	CHECK(!strcmp(got.names[1], "p/d/") && got.prefix[1]);
 	CHECK(!strcmp(got.names[2], "p/x&y") && got.mode[2] == 0);
 	CHECK(!strcmp(next, "m<1"));
@@ -261,6 +274,20 @@ static void test_open_objects(struct phi_store *s)
 	CHECK_EQ(n, 2);
 	CHECK_MEM(buf, "FG", 2);
 	CHECK_EQ(o->rename(s, "r/D", "r/D/e/x", 0), -EINVAL);
+
+	/* attributes remembered from a listing never hide this mount's own changes */
+	struct names ns = { 0 };
+	CHECK_OK(o->readdir(s, "r/D", contract_collect, &ns));
+	CHECK_EQ(ns.count, 3); /* e, l, f */
+	CHECK_OK(o->chmod(s, "r/D/f", 0604));
+	struct phi_store_stat fst;
+	CHECK_OK(o->getattr(s, "r/D/f", &fst));
+	CHECK_EQ(fst.mode & 07777, 0604);
+	ns = (struct names){ 0 };
+	CHECK_OK(o->readdir(s, "r/D", contract_collect, &ns));
+	CHECK_OK(o->put(s, "r/D/f", "longer", 6));
+	CHECK_OK(o->getattr(s, "r/D/f", &fst));
+	CHECK_EQ(fst.size, 6);
 	CHECK_OK(o->mkdir(s, "r/full", 0700));
 	CHECK_OK(o->put(s, "r/full/z", "z", 1));
 	CHECK_EQ(o->rename(s, "r/D", "r/full", 0), -ENOTEMPTY);
