@@ -43,6 +43,7 @@ static const struct fuse_opt cli_opts[] = {
 	{ "store_opts=%s", offsetof(struct cli, store_opts), 0 },
 	{ "audit_socket=%s", offsetof(struct cli, audit_socket), 0 },
 	{ "grants", offsetof(struct cli, grants), 1 },
+	{ "--store-opts %s", offsetof(struct cli, store_opts), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),

@@ -2,6 +2,7 @@
 #include <strings.h>
 
 #include "store.h"
+#include "store_azure.h"
 #include "util.h"
 
 static bool scheme_char_ok(char c, bool first)
@@ -51,7 +52,7 @@ int phi_store_open(const char *url, const char *opts, struct phi_store **ret)
 			return -EINVAL;
 		return phi_store_local_open(path, ret);
 	}
-	/* "az" (Azure Blob) lands with its backend; until then it is unsupported
-	 * like every other scheme. */
+	if (slen == 2 && !strncmp(url, "az", 2))
+		return phi_store_azure_open(url, opts, ret);
 	return -EPROTONOSUPPORT;
 }

@@ -312,7 +312,8 @@ class Model:
 
     def step(self):
         names = [n for n, _ in self.OPS]
-        weights = [0 if (n == "unlink_open" and self.args.no_unlink_open) else w for n, w in self.OPS]
+        weights = [0 if (n == "unlink_open" and self.args.no_unlink_open) or
+                   (n == "link" and self.args.no_link) else w for n, w in self.OPS]
         name = self.rng.choices(names, weights=weights)[0]
         self.nops += 1
         self.counts[name] = self.counts.get(name, 0) + 1
@@ -495,6 +496,8 @@ def main():
     ap.add_argument("--no-unlink-open", action="store_true",
                     help="skip unlink-of-open-file ops (libfuse high-level passthroughs like bindfs leave "
                          ".fuse_hidden files; NOT for phifs)")
+    ap.add_argument("--no-link", action="store_true",
+                    help="skip hard links (stores without them, e.g. the Azure backend: link gives EPERM)")
     ap.add_argument("--self-test", action="store_true",
                     help="inject a mismatch into the ref tree and require that it is detected")
     args = ap.parse_args()

@@ -1,0 +1,3009 @@
+/* store_azure.c: the Azure Blob Storage store backend (az://ACCOUNT/CONTAINER[/PREFIX]).
+ *
+ * Layout (docs/azure-store.md): every store entry is one block blob named PREFIX/path.
+ * Directories are empty marker blobs and symbolic links hold their target; the POSIX
+ * attributes live in blob metadata (phimode, phiuid, phigid, phiino, phiatime, phimtime,
+ * phictime, phigen). Children of a directory are found with List Blobs prefix+delimiter.
+ *
+ * Objects are written back: an open object caches up to OBJ_SLOTS blocks of BLOCK bytes;
+ * a dirty block pushed out of the cache is staged with Put Block, and fsync/release commits
+ * with Put Block List (or one Put Blob for a small object) under If-Match on the ETag the
+ * object was based on, so a concurrent writer on another mount is detected, never
+ * overwritten. Unchanged blocks are referenced by their committed block ids, so a small
+ * write into a large object uploads only the blocks it touched.
+ *
+ * Requests are signed with Shared Key (HMAC-SHA256 of the canonical string, OpenSSL) in
+ * this file; libcurl moves the bytes, one easy handle per request taken from a pool so
+ * connections are reused and several requests run at once. 408, 429, 5xx and transport
+ * errors are retried with exponential backoff and jitter until the operation's deadline.
+ *
+ * Nothing here logs a blob name, a key or data: errors are reported by operation and
+ * status only.
+ */
+#include "store_azure.h"
+
+#include <curl/curl.h>
+#include <dirent.h>
+#include <inttypes.h>
+#include <openssl/hmac.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "util.h"
+
+#define BLOCK (4u << 20)        /* block size of staged uploads and cached reads */
+#define OBJ_SLOTS 4             /* cached blocks per open object: bounds memory to 16 MiB */
+#define LIST_MAX (16u << 20)    /* largest List Blobs / Get Block List body accepted */
+#define MAX_HDRS 24
+#define UNLINKED_KEEP (64u << 20) /* an open object unlinked below this size stays readable */
+#define ACACHE_SLOTS 2048       /* attributes remembered from listings */
+#define ACACHE_MS 1000          /* ...for this long, and only until this mount changes anything */
+
+/* ---- small helpers ---- */
+
+static const char *const day_names[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+static const char *const mon_names[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+
+/* RFC 1123 date, English whatever the locale */
+static void rfc1123(char *buf, size_t size)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	(void)snprintf(buf, size, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[tm.tm_wday % 7],
+		       tm.tm_mday, mon_names[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour,
+		       tm.tm_min, tm.tm_sec);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct timespec now_real(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts;
+}
+
+/* percent-encode everything but RFC 3986 unreserved characters */
+static int url_encode(const char *in, char *out, size_t size)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			     (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' ||
+			     *p == '~';
+		if (o + (plain ? 1 : 3) >= size)
+			return -ENAMETOOLONG;
+		if (plain) {
+			out[o++] = (char)*p;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[*p >> 4];
+			out[o++] = hex[*p & 15];
+		}
+	}
+	out[o] = 0;
+	return 0;
+}
+
+static bool name_char_ok(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '.' || c == '-';
+}
+
+/* Same rules as the local backend (store.h): 0 or -EINVAL. */
+static int path_check(const char *path, bool allow_root)
+{
+	if (!path)
+		return -EINVAL;
+	size_t len = strnlen(path, PHI_STORE_PATH_MAX);
+	if (len >= PHI_STORE_PATH_MAX)
+		return -EINVAL;
+	if (len == 0)
+		return allow_root ? 0 : -EINVAL;
+	const char *p = path;
+	for (;;) {
+		const char *e = p;
+		while (*e && *e != '/') {
+			if (!name_char_ok(*e))
+				return -EINVAL;
+			e++;
+		}
+		size_t n = (size_t)(e - p);
+		if (n == 0 || n > PHI_STORE_NAME_MAX)
+			return -EINVAL;
+		if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return -EINVAL;
+		if (!*e)
+			return 0;
+		p = e + 1;
+	}
+}
+
+static void parse_ts(const char *v, struct timespec *ts);
+
+/* ---- response parsers (XML, bounded, no allocation but the block array) ---- */
+
+struct span {
+	const char *p;
+	size_t n;
+};
+
+static const char *span_find(struct span s, const char *needle)
+{
+	size_t nl = strlen(needle);
+	if (!s.p || nl > s.n)
+		return NULL;
+	return memmem(s.p, s.n, needle, nl);
+}
+
+/* The content of the first <tag>...</tag> in s; <tag/> and <tag /> give an empty span.
+ * -ENOENT if absent, -EBADMSG if opened but not closed. */
+static int xml_elem(struct span s, const char *tag, struct span *ret, const char **ret_end)
+{
+	char open[64], close_[64], empty1[64], empty2[64];
+	(void)snprintf(open, sizeof open, "<%s>", tag);
+	(void)snprintf(close_, sizeof close_, "</%s>", tag);
+	(void)snprintf(empty1, sizeof empty1, "<%s/>", tag);
+	(void)snprintf(empty2, sizeof empty2, "<%s />", tag);
+	const char *o = span_find(s, open);
+	const char *e1 = span_find(s, empty1);
+	const char *e2 = span_find(s, empty2);
+	const char *e = e1 && (!e2 || e1 < e2) ? e1 : e2;
+	if (e && (!o || e < o)) {
+		*ret = (struct span){ e, 0 };
+		if (ret_end)
+			*ret_end = e + (e == e1 ? strlen(empty1) : strlen(empty2));
+		return 0;
+	}
+	if (!o)
+		return -ENOENT;
+	const char *b = o + strlen(open);
+	struct span rest = { b, s.n - (size_t)(b - s.p) };
+	const char *c = span_find(rest, close_);
+	if (!c)
+		return -EBADMSG;
+	*ret = (struct span){ b, (size_t)(c - b) };
+	if (ret_end)
+		*ret_end = c + strlen(close_);
+	return 0;
+}
+
+/* decode the five XML entities into out (NUL-terminated) */
+static int xml_text(struct span s, char *out, size_t size)
+{
+	static const struct {
+		const char *ent;
+		char c;
+	} ents[] = { { "&amp;", '&' }, { "&lt;", '<' }, { "&gt;", '>' }, { "&quot;", '"' },
+		     { "&apos;", '\'' } };
+	size_t o = 0;
+	for (size_t i = 0; i < s.n;) {
+		char c = s.p[i];
+		if (c == '<')
+			return -EBADMSG;
+		if (c == '&') {
+			size_t k;
+			for (k = 0; k < ARRAY_SIZE(ents); k++) {
+				size_t el = strlen(ents[k].ent);
+				if (s.n - i >= el && !memcmp(s.p + i, ents[k].ent, el))
+					break;
+			}
+			if (k == ARRAY_SIZE(ents))
+				return -EBADMSG;
+			c = ents[k].c;
+			i += strlen(ents[k].ent);
+		} else {
+			if (c == 0)
+				return -EBADMSG;
+			i++;
+		}
+		if (o + 1 >= size)
+			return -ENAMETOOLONG;
+		out[o++] = c;
+	}
+	out[o] = 0;
+	return 0;
+}
+
+static int xml_u64(struct span s, uint64_t *ret)
+{
+	char buf[24];
+	int r = xml_text(s, buf, sizeof buf);
+	if (r < 0)
+		return r == -ENAMETOOLONG ? -EBADMSG : r;
+	r = phi_parse_u64(buf, UINT64_MAX, ret);
+	return r < 0 ? -EBADMSG : 0;
+}
+
+int phi_az_parse_list(const char *xml, size_t len, phi_az_entry_fn fn, void *ctx, char *next,
+		      size_t size)
+{
+	if ((!xml && len) || !fn || !next || !size)
+		return -EINVAL;
+	struct span all = { xml ? xml : "", len }, blobs;
+	if (!span_find(all, "<EnumerationResults"))
+		return -EBADMSG;
+	int r = xml_elem(all, "Blobs", &blobs, NULL);
+	if (r == -ENOENT)
+		blobs = (struct span){ all.p, 0 };
+	else if (r < 0)
+		return r;
+	char name[PHI_STORE_PATH_MAX + 512];
+	struct span rest = blobs;
+	while (rest.n) {
+		const char *b = span_find(rest, "<Blob>");
+		const char *p = span_find(rest, "<BlobPrefix>");
+		if (!b && !p)
+			break;
+		bool is_prefix = p && (!b || p < b);
+		struct span item, nm;
+		const char *end;
+		struct span from = { is_prefix ? p : b, rest.n - (size_t)((is_prefix ? p : b) - rest.p) };
+		r = xml_elem(from, is_prefix ? "BlobPrefix" : "Blob", &item, &end);
+		if (r < 0)
+			return -EBADMSG;
+		r = xml_elem(item, "Name", &nm, NULL);
+		if (r < 0)
+			return -EBADMSG;
+		r = xml_text(nm, name, sizeof name);
+		if (r < 0)
+			return r;
+		struct phi_az_entry e = { .name = name, .is_prefix = is_prefix };
+		if (!is_prefix) {
+			struct span v;
+			if (xml_elem(item, "Content-Length", &v, NULL) == 0 && xml_u64(v, &e.size) < 0)
+				return -EBADMSG;
+			uint64_t m;
+			unsigned seen = 0;
+			if (xml_elem(item, "phimode", &v, NULL) == 0) {
+				if (xml_u64(v, &m) < 0 || m > UINT32_MAX)
+					return -EBADMSG;
+				e.mode = (uint32_t)m;
+				seen |= 1;
+			}
+			if (xml_elem(item, "phiuid", &v, NULL) == 0 && xml_u64(v, &m) == 0 && m <= UINT32_MAX) {
+				e.uid = (uint32_t)m;
+				seen |= 2;
+			}
+			if (xml_elem(item, "phigid", &v, NULL) == 0 && xml_u64(v, &m) == 0 && m <= UINT32_MAX) {
+				e.gid = (uint32_t)m;
+				seen |= 4;
+			}
+			if (xml_elem(item, "phiino", &v, NULL) == 0 && xml_u64(v, &e.ino) == 0)
+				seen |= 8;
+			if (xml_elem(item, "phigen", &v, NULL) == 0)
+				(void)xml_u64(v, &e.gen);
+			static const char *const tn[] = { "phiatime", "phimtime", "phictime" };
+			struct timespec *tv[] = { &e.atime, &e.mtime, &e.ctime };
+			for (size_t k = 0; k < 3; k++) {
+				char tb[48];
+				if (xml_elem(item, tn[k], &v, NULL) == 0 && xml_text(v, tb, sizeof tb) == 0) {
+					parse_ts(tb, tv[k]);
+					seen |= 16u << k;
+				}
+			}
+			e.full_meta = seen == 127;
+		}
+		r = fn(ctx, &e);
+		if (r < 0)
+			return r;
+		rest = (struct span){ end, rest.n - (size_t)(end - rest.p) };
+	}
+	struct span nmk;
+	next[0] = 0;
+	r = xml_elem(all, "NextMarker", &nmk, NULL);
+	if (r == 0)
+		return xml_text(nmk, next, size);
+	return r == -ENOENT ? 0 : r;
+}
+
+int phi_az_parse_blocklist(const char *xml, size_t len, struct phi_az_block **ret,
+			   size_t *ret_n)
+{
+	if ((!xml && len) || !ret || !ret_n)
+		return -EINVAL;
+	struct span all = { xml ? xml : "", len }, com;
+	if (!span_find(all, "<BlockList"))
+		return -EBADMSG;
+	int r = xml_elem(all, "CommittedBlocks", &com, NULL);
+	if (r == -ENOENT)
+		com = (struct span){ all.p, 0 };
+	else if (r < 0)
+		return r;
+	_cleanup_free_ struct phi_az_block *v = NULL;
+	size_t n = 0, cap = 0;
+	struct span rest = com;
+	for (;;) {
+		struct span item, f;
+		const char *end;
+		r = xml_elem(rest, "Block", &item, &end);
+		if (r == -ENOENT)
+			break;
+		if (r < 0)
+			return r;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			if (nc > LIST_MAX / sizeof *v)
+				return -E2BIG;
+			struct phi_az_block *nv = realloc(v, nc * sizeof *v);
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+			cap = nc;
+		}
+		if (xml_elem(item, "Name", &f, NULL) < 0)
+			return -EBADMSG;
+		r = xml_text(f, v[n].id, sizeof v[n].id);
+		if (r < 0)
+			return r == -ENAMETOOLONG ? -EBADMSG : r;
+		if (xml_elem(item, "Size", &f, NULL) < 0 || xml_u64(f, &v[n].size) < 0)
+			return -EBADMSG;
+		n++;
+		rest = (struct span){ end, rest.n - (size_t)(end - rest.p) };
+	}
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}
+
+/* ---- the store ---- */
+
+struct meta {
+	uint32_t mode, uid, gid;
+	uint64_t ino;
+	struct timespec atime, mtime, ctime;
+	uint64_t gen; /* content generation: changes on every content commit */
+};
+
+struct curl_pool_entry {
+	CURL *h;
+	struct curl_pool_entry *next;
+};
+
+struct az_store {
+	struct phi_store base; /* first */
+	char account[64];
+	char container[64];
+	char prefix[1024];     /* "" or "p/q" without slashes at the ends */
+	char base_url[512];    /* scheme://host[:port][/account] without a trailing slash */
+	char canon_base[600];  /* "/account" + URL path of base_url, for signing */
+	uint8_t *key;          /* sodium_malloc'd decoded account key */
+	size_t key_len;
+	uint64_t deadline_ms;  /* per operation, retries included */
+
+	pthread_mutex_t pool_lock; /* guards pool; never held across anything else */
+	struct curl_pool_entry *pool;
+	pthread_mutex_t lock;  /* guards open; taken before an object's lock */
+	struct phi_store_obj *open; /* every open object (write-back state, renames, unlinks) */
+
+	/* Attributes seen in the last listing, so that the getattr of every entry after a
+	 * readdir (ls -l, FUSE readdirplus) needs no HEAD. An entry is used only within
+	 * ACACHE_MS and while gen is unchanged; every PUT or DELETE this mount sends bumps gen,
+	 * so the mount never sees its own changes late. Other mounts' changes: up to 1 s. */
+	pthread_mutex_t cache_lock;
+	uint64_t gen;
+	struct acache_ent *cache; /* ACACHE_SLOTS, direct-mapped by name hash */
+};
+
+struct acache_ent {
+	char *name;
+	uint64_t gen, expires, size;
+	struct meta m;
+};
+
+struct slot {
+	uint64_t idx;
+	uint8_t *buf; /* BLOCK bytes */
+	bool used, dirty;
+	uint64_t tick;
+};
+
+struct phi_store_obj {
+	struct az_store *s;
+	struct phi_store_obj *next; /* in s->open */
+	pthread_mutex_t lock;
+	char name[PHI_STORE_PATH_MAX + 1100]; /* blob name; changed by rename (under s->lock) */
+	bool writable;
+	bool unlinked;  /* deleted while open: commits are dropped */
+	int err;        /* first deferred write error */
+
+	char etag[96];  /* of the committed version this state is based on */
+	struct meta meta;
+	uint64_t size;  /* current logical size */
+	uint64_t csize; /* committed blob size */
+	uint64_t low;   /* committed bytes still valid: [0, min(csize, low)) */
+	bool dirty;     /* something to commit */
+	bool meta_fresh_after_write; /* metadata adopted after the last write */
+	struct timespec wtime;        /* time of the last write */
+
+	struct slot slots[OBJ_SLOTS];
+	uint64_t tick;
+	uint8_t *staged; /* per block: staged (uncommitted) with our id */
+	size_t staged_cap;
+	struct phi_az_block *committed; /* committed block list, when known */
+	size_t ncommitted;
+	bool committed_known;
+	uint32_t session; /* in our block ids */
+	uint64_t next_read; /* block a sequential reader asks for next */
+};
+
+static struct az_store *to_az(struct phi_store *s)
+{
+	return (struct az_store *)s;
+}
+
+/* blob name of a store path: PREFIX/path, or path */
+static int blob_name(const struct az_store *s, const char *path, char *out, size_t size)
+{
+	int n = *s->prefix ? snprintf(out, size, "%s%s%s", s->prefix, *path ? "/" : "", path)
+			   : snprintf(out, size, "%s", path);
+	return n >= 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+/* ---- HTTP ---- */
+
+struct hdr {
+	char name[48]; /* lower case */
+	char value[640];
+};
+
+struct req {
+	const char *method;
+	char path[PHI_STORE_PATH_MAX + 1300]; /* URL path below base_url, e.g. "/c/blob"; as sent */
+	struct {
+		const char *name;
+		char value[PHI_STORE_PATH_MAX + 1100]; /* decoded */
+	} query[6];
+	size_t nquery;
+	struct hdr hdrs[MAX_HDRS];
+	size_t nhdrs;
+	const void *body;
+	size_t body_len;
+	bool head;
+
+	/* response */
+	long status;
+	char etag[96];
+	char error_code[64];
+	char copy_status[32];
+	uint64_t content_length;
+	bool have_length;
+	struct meta meta;
+	bool have_meta_mode;
+	unsigned meta_seen; /* bitmask of metadata fields present */
+
+	/* body sink: fixed buffer (buf/cap) or growable (grow) */
+	uint8_t *buf;
+	size_t cap, got;
+	bool overflow;
+	struct phi_buf *grow;
+	CURL *h; /* during an attempt */
+};
+
+enum { M_MODE = 1, M_UID = 2, M_GID = 4, M_INO = 8, M_AT = 16, M_MT = 32, M_CT = 64, M_GEN = 128 };
+
+static int req_hdr(struct req *q, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int req_hdr(struct req *q, const char *name, const char *fmt, ...)
+{
+	if (q->nhdrs >= MAX_HDRS)
+		return -E2BIG;
+	struct hdr *h = &q->hdrs[q->nhdrs];
+	(void)snprintf(h->name, sizeof h->name, "%s", name);
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(h->value, sizeof h->value, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof h->value)
+		return -E2BIG;
+	q->nhdrs++;
+	return 0;
+}
+
+static int req_query(struct req *q, const char *name, const char *value)
+{
+	if (q->nquery >= ARRAY_SIZE(q->query))
+		return -E2BIG;
+	q->query[q->nquery].name = name;
+	int n = snprintf(q->query[q->nquery].value, sizeof q->query[0].value, "%s", value);
+	if (n < 0 || (size_t)n >= sizeof q->query[0].value)
+		return -ENAMETOOLONG;
+	q->nquery++;
+	return 0;
+}
+
+static const char *req_get_hdr(const struct req *q, const char *name)
+{
+	for (size_t i = 0; i < q->nhdrs; i++)
+		if (!strcmp(q->hdrs[i].name, name))
+			return q->hdrs[i].value;
+	return "";
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Shared Key: HMAC-SHA256 over the canonical string; writes the Authorization value. */
+static int sign(const struct az_store *s, const struct req *q, char *auth, size_t auth_size)
+{
+	_cleanup_buf_ struct phi_buf sts;
+	phi_buf_init(&sts, 64u << 10);
+	char clen[24] = "";
+	if (q->body_len)
+		(void)snprintf(clen, sizeof clen, "%zu", q->body_len);
+	const char *std[] = { "content-encoding", "content-language", NULL, "content-md5",
+			      "content-type", "date", "if-modified-since", "if-match",
+			      "if-none-match", "if-unmodified-since", "range" };
+	int r = phi_buf_append(&sts, q->method, strlen(q->method));
+	r = r < 0 ? r : phi_buf_append(&sts, "\n", 1);
+	for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(std); i++) {
+		const char *v = std[i] ? req_get_hdr(q, std[i]) : clen;
+		r = phi_buf_append(&sts, v, strlen(v));
+		r = r < 0 ? r : phi_buf_append(&sts, "\n", 1);
+	}
+	/* canonical x-ms-* headers, sorted by name */
+	const char *names[MAX_HDRS];
+	size_t nn = 0;
+	for (size_t i = 0; i < q->nhdrs; i++)
+		if (!strncmp(q->hdrs[i].name, "x-ms-", 5))
+			names[nn++] = q->hdrs[i].name;
+	qsort(names, nn, sizeof names[0], cmp_str);
+	for (size_t i = 0; r >= 0 && i < nn; i++) {
+		const char *v = req_get_hdr(q, names[i]);
+		r = phi_buf_append(&sts, names[i], strlen(names[i]));
+		r = r < 0 ? r : phi_buf_append(&sts, ":", 1);
+		r = r < 0 ? r : phi_buf_append(&sts, v, strlen(v));
+		r = r < 0 ? r : phi_buf_append(&sts, "\n", 1);
+	}
+	/* canonical resource: /account + URL path, then the query sorted by name, decoded */
+	if (r >= 0)
+		r = phi_buf_append(&sts, s->canon_base, strlen(s->canon_base));
+	if (r >= 0)
+		r = phi_buf_append(&sts, q->path, strlen(q->path));
+	const char *qn[ARRAY_SIZE(q->query)];
+	for (size_t i = 0; i < q->nquery; i++)
+		qn[i] = q->query[i].name;
+	qsort(qn, q->nquery, sizeof qn[0], cmp_str);
+	for (size_t i = 0; r >= 0 && i < q->nquery; i++) {
+		const char *v = "";
+		for (size_t k = 0; k < q->nquery; k++)
+			if (q->query[k].name == qn[i])
+				v = q->query[k].value;
+		r = phi_buf_append(&sts, "\n", 1);
+		r = r < 0 ? r : phi_buf_append(&sts, qn[i], strlen(qn[i]));
+		r = r < 0 ? r : phi_buf_append(&sts, ":", 1);
+		r = r < 0 ? r : phi_buf_append(&sts, v, strlen(v));
+	}
+	if (r < 0)
+		return r;
+	uint8_t mac[EVP_MAX_MD_SIZE];
+	unsigned maclen = 0;
+	if (!HMAC(EVP_sha256(), s->key, (int)s->key_len, sts.p, sts.len, mac, &maclen))
+		return -EIO;
+	char b64[64];
+	sodium_bin2base64(b64, sizeof b64, mac, maclen, sodium_base64_VARIANT_ORIGINAL);
+	sodium_memzero(mac, sizeof mac);
+	int n = snprintf(auth, auth_size, "SharedKey %s:%s", s->account, b64);
+	return n > 0 && (size_t)n < auth_size ? 0 : -E2BIG;
+}
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
+{
+	struct req *q = ud;
+	size_t n = sz * nm;
+	long st = 0;
+	/* an error's XML body is not the data asked for: drop it */
+	if (curl_easy_getinfo(q->h, CURLINFO_RESPONSE_CODE, &st) == CURLE_OK && st >= 300)
+		return n;
+	if (q->grow) {
+		if (phi_buf_append(q->grow, p, n) < 0) {
+			q->overflow = true;
+			return 0;
+		}
+		return n;
+	}
+	if (!q->buf) /* error bodies of requests that expect none */
+		return n;
+	if (n > q->cap - q->got) {
+		q->overflow = true;
+		return 0;
+	}
+	memcpy(q->buf + q->got, p, n);
+	q->got += n;
+	return n;
+}
+
+static void parse_ts(const char *v, struct timespec *ts)
+{
+	char *end;
+	errno = 0;
+	long long sec = strtoll(v, &end, 10);
+	long nsec = 0;
+	if (*end == '.')
+		nsec = strtol(end + 1, NULL, 10);
+	if (errno || nsec < 0 || nsec > 999999999)
+		return;
+	*ts = (struct timespec){ .tv_sec = (time_t)sec, .tv_nsec = nsec };
+}
+
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+	struct req *q = ud;
+	size_t n = sz * nm;
+	char line[1024];
+	if (n >= sizeof line)
+		return n;
+	memcpy(line, p, n);
+	line[n] = 0;
+	if (!strncmp(line, "HTTP/", 5)) { /* a new response (after a 100 or a redirect) */
+		q->meta_seen = 0;
+		q->etag[0] = 0;
+		return n;
+	}
+	char *colon = strchr(line, ':');
+	if (!colon)
+		return n;
+	*colon = 0;
+	char *v = colon + 1;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	size_t vl = strlen(v);
+	while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+		v[--vl] = 0;
+	for (char *c = line; *c; c++)
+		if (*c >= 'A' && *c <= 'Z')
+			*c = (char)(*c - 'A' + 'a');
+	uint64_t u;
+	if (!strcmp(line, "etag"))
+		(void)snprintf(q->etag, sizeof q->etag, "%s", v);
+	else if (!strcmp(line, "x-ms-error-code"))
+		(void)snprintf(q->error_code, sizeof q->error_code, "%s", v);
+	else if (!strcmp(line, "x-ms-copy-status"))
+		(void)snprintf(q->copy_status, sizeof q->copy_status, "%s", v);
+	else if (!strcmp(line, "content-length") && phi_parse_u64(v, UINT64_MAX, &u) == 0) {
+		q->content_length = u;
+		q->have_length = true;
+	} else if (!strncmp(line, "x-ms-meta-", 10)) {
+		const char *k = line + 10;
+		if (!strcmp(k, "phimode") && phi_parse_u64(v, UINT32_MAX, &u) == 0) {
+			q->meta.mode = (uint32_t)u;
+			q->meta_seen |= M_MODE;
+		} else if (!strcmp(k, "phiuid") && phi_parse_u64(v, UINT32_MAX, &u) == 0) {
+			q->meta.uid = (uint32_t)u;
+			q->meta_seen |= M_UID;
+		} else if (!strcmp(k, "phigid") && phi_parse_u64(v, UINT32_MAX, &u) == 0) {
+			q->meta.gid = (uint32_t)u;
+			q->meta_seen |= M_GID;
+		} else if (!strcmp(k, "phiino") && phi_parse_u64(v, UINT64_MAX, &u) == 0) {
+			q->meta.ino = u;
+			q->meta_seen |= M_INO;
+		} else if (!strcmp(k, "phigen") && phi_parse_u64(v, UINT64_MAX, &u) == 0) {
+			q->meta.gen = u;
+			q->meta_seen |= M_GEN;
+		} else if (!strcmp(k, "phiatime")) {
+			parse_ts(v, &q->meta.atime);
+			q->meta_seen |= M_AT;
+		} else if (!strcmp(k, "phimtime")) {
+			parse_ts(v, &q->meta.mtime);
+			q->meta_seen |= M_MT;
+		} else if (!strcmp(k, "phictime")) {
+			parse_ts(v, &q->meta.ctime);
+			q->meta_seen |= M_CT;
+		}
+	}
+	return n;
+}
+
+static CURL *pool_get(struct az_store *s)
+{
+	pthread_mutex_lock(&s->pool_lock);
+	struct curl_pool_entry *e = s->pool;
+	if (e)
+		s->pool = e->next;
+	pthread_mutex_unlock(&s->pool_lock);
+	if (e) {
+		CURL *h = e->h;
+		free(e);
+		return h;
+	}
+	return curl_easy_init();
+}
+
+static void pool_put(struct az_store *s, CURL *h)
+{
+	struct curl_pool_entry *e = malloc(sizeof *e);
+	if (!e) {
+		curl_easy_cleanup(h);
+		return;
+	}
+	e->h = h;
+	pthread_mutex_lock(&s->pool_lock);
+	e->next = s->pool;
+	s->pool = e;
+	pthread_mutex_unlock(&s->pool_lock);
+}
+
+static uint32_t rnd32(void)
+{
+	return randombytes_random();
+}
+
+static bool retryable_status(long st)
+{
+	return st == 408 || st == 429 || st == 500 || st == 502 || st == 503 || st == 504;
+}
+
+/* One attempt. Returns 0 with q->status set, or a transport error -errno. */
+static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
+{
+	char url[sizeof s->base_url + sizeof q->path + 6 * (PHI_STORE_PATH_MAX + 64)];
+	int n = snprintf(url, sizeof url, "%s%s", s->base_url, q->path);
+	if (n < 0 || (size_t)n >= sizeof url)
+		return -ENAMETOOLONG;
+	size_t off = (size_t)n;
+	for (size_t i = 0; i < q->nquery; i++) {
+		char enc[3 * (PHI_STORE_PATH_MAX + 1100)];
+		int r = url_encode(q->query[i].value, enc, sizeof enc);
+		if (r < 0)
+			return r;
+		n = snprintf(url + off, sizeof url - off, "%c%s=%s", i ? '&' : '?', q->query[i].name,
+			     enc);
+		if (n < 0 || (size_t)n >= sizeof url - off)
+			return -ENAMETOOLONG;
+		off += (size_t)n;
+	}
+
+	char date[64], auth[256];
+	rfc1123(date, sizeof date);
+	size_t keep = q->nhdrs;
+	int r = req_hdr(q, "x-ms-date", "%s", date);
+	r = r < 0 ? r : req_hdr(q, "x-ms-version", "2021-12-02");
+	r = r < 0 ? r : sign(s, q, auth, sizeof auth);
+	if (r < 0) {
+		q->nhdrs = keep;
+		return r;
+	}
+
+	struct curl_slist *hl = NULL, *t;
+	char line[sizeof q->hdrs[0].name + sizeof q->hdrs[0].value + 4];
+	bool ok = true;
+	for (size_t i = 0; ok && i < q->nhdrs; i++) {
+		(void)snprintf(line, sizeof line, "%s: %s", q->hdrs[i].name, q->hdrs[i].value);
+		ok = (t = curl_slist_append(hl, line)) != NULL;
+		hl = ok ? t : hl;
+	}
+	q->nhdrs = keep;
+	(void)snprintf(line, sizeof line, "authorization: %s", auth);
+	const char *extra[] = { line, "Expect:", "Content-Type:", "Accept:" };
+	for (size_t i = 0; ok && i < ARRAY_SIZE(extra); i++) {
+		if (!strcmp(extra[i], "Content-Type:") && *req_get_hdr(q, "content-type"))
+			continue;
+		ok = (t = curl_slist_append(hl, extra[i])) != NULL;
+		hl = ok ? t : hl;
+	}
+	sodium_memzero(line, sizeof line);
+	sodium_memzero(auth, sizeof auth);
+	if (!ok) {
+		curl_slist_free_all(hl);
+		return -ENOMEM;
+	}
+
+	CURL *h = pool_get(s);
+	if (!h) {
+		curl_slist_free_all(hl);
+		return -ENOMEM;
+	}
+	curl_easy_reset(h);
+	q->h = h;
+	q->status = 0;
+	q->etag[0] = q->error_code[0] = q->copy_status[0] = 0;
+	q->have_length = false;
+	q->meta_seen = 0;
+	q->got = 0;
+	q->overflow = false;
+	if (q->grow)
+		q->grow->len = 0;
+
+	(void)curl_easy_setopt(h, CURLOPT_URL, url);
+	(void)curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+	(void)curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	(void)curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	(void)curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(left_ms < 5000 ? left_ms : 5000));
+	(void)curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(left_ms ? left_ms : 1));
+	/* a server that stops moving bytes is a failed attempt, not a hang */
+	(void)curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	(void)curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 10L);
+	(void)curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	(void)curl_easy_setopt(h, CURLOPT_HEADERDATA, q);
+	(void)curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	(void)curl_easy_setopt(h, CURLOPT_WRITEDATA, q);
+	if (q->head) {
+		(void)curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else if (!strcmp(q->method, "GET")) {
+		(void)curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	} else {
+		(void)curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method);
+		if (!strcmp(q->method, "PUT")) {
+			(void)curl_easy_setopt(h, CURLOPT_POSTFIELDS, q->body ? q->body : "");
+			(void)curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+		}
+	}
+	CURLcode cc = curl_easy_perform(h);
+	long st = 0;
+	(void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+	(void)curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(hl);
+	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && q->overflow)) {
+		/* the connection may be half used: do not keep it */
+		curl_easy_cleanup(h);
+		switch (cc) {
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+			return -EHOSTUNREACH;
+		case CURLE_OPERATION_TIMEDOUT:
+			return -ETIMEDOUT;
+		default:
+			return -ECONNRESET;
+		}
+	}
+	pool_put(s, h);
+	q->status = st;
+	return 0;
+}
+
+/* One request with retries until the deadline. Returns 0 with q->status (any final HTTP
+ * status, the caller maps it), or -EHOSTUNREACH / -ETIMEDOUT / -EIO past the deadline. */
+static void cache_bump(struct az_store *s);
+static int perform_once(struct az_store *s, struct req *q);
+
+static int perform(struct az_store *s, struct req *q)
+{
+	bool mutates = !strcmp(q->method, "PUT") || !strcmp(q->method, "DELETE");
+	if (mutates)
+		cache_bump(s);
+	int r = perform_once(s, q);
+	if (mutates)
+		cache_bump(s); /* a listing that overlapped the change is not trusted either */
+	return r;
+}
+
+static int perform_once(struct az_store *s, struct req *q)
+{
+	uint64_t start = now_ms(), end = start + s->deadline_ms;
+	uint64_t backoff = 50;
+	int last = 0;
+	for (unsigned tries = 1;; tries++) {
+		uint64_t now = now_ms();
+		if (now >= end)
+			break;
+		int r = attempt(s, q, end - now);
+		if (r == -ENAMETOOLONG || r == -ENOMEM || r == -E2BIG)
+			return r;
+		if (r == 0 && !retryable_status(q->status))
+			return 0;
+		last = r < 0 ? r : -EIO;
+		now = now_ms();
+		if (now >= end)
+			break;
+		/* exponential backoff with jitter in [b/2, 3b/2), capped at 2 s */
+		uint64_t d = backoff / 2 + (uint64_t)rnd32() % backoff;
+		if (d > end - now)
+			d = end - now;
+		struct timespec ts = { .tv_sec = (time_t)(d / 1000), .tv_nsec = (long)(d % 1000) * 1000000 };
+		nanosleep(&ts, NULL);
+		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+		(void)tries;
+	}
+	if (!last)
+		last = -ETIMEDOUT;
+	/* operation and outcome only: no blob name, no data */
+	if (last == -EIO)
+		fprintf(stderr, "phifs: azure: %s request failed past the %" PRIu64 " s deadline: HTTP %ld\n",
+			q->method, s->deadline_ms / 1000, q->status);
+	else
+		fprintf(stderr, "phifs: azure: %s request failed past the %" PRIu64 " s deadline: %s\n",
+			q->method, s->deadline_ms / 1000, strerror(-last));
+	return last;
+}
+
+static int status_errno(const struct req *q)
+{
+	switch (q->status) {
+	case 200:
+	case 201:
+	case 202:
+	case 206:
+		return 0;
+	case 304:
+	case 412:
+		return -ESTALE; /* a condition failed: callers decide what that means */
+	case 403:
+		return -EACCES;
+	case 404:
+		return -ENOENT;
+	case 409:
+		return -EEXIST;
+	case 400:
+		return -EINVAL;
+	case 413:
+		return -EFBIG;
+	case 416:
+		return -ERANGE;
+	default:
+		return -EIO;
+	}
+}
+
+static int req_init(struct az_store *s, struct req *q, const char *method, const char *blob)
+{
+	*q = (struct req){ .method = method, .head = !strcmp(method, "HEAD") };
+	int n = blob ? snprintf(q->path, sizeof q->path, "/%s/%s", s->container, blob)
+		     : snprintf(q->path, sizeof q->path, "/%s", s->container);
+	return n > 0 && (size_t)n < sizeof q->path ? 0 : -ENAMETOOLONG;
+}
+
+static int meta_hdrs(struct req *q, const struct meta *m)
+{
+	int r = req_hdr(q, "x-ms-meta-phimode", "%" PRIu32, m->mode);
+	r = r < 0 ? r : req_hdr(q, "x-ms-meta-phiuid", "%" PRIu32, m->uid);
+	r = r < 0 ? r : req_hdr(q, "x-ms-meta-phigid", "%" PRIu32, m->gid);
+	r = r < 0 ? r : req_hdr(q, "x-ms-meta-phiino", "%" PRIu64, m->ino);
+	r = r < 0 ? r : req_hdr(q, "x-ms-meta-phigen", "%" PRIu64, m->gen);
+	r = r < 0 ? r : req_hdr(q, "x-ms-meta-phiatime", "%lld.%09ld", (long long)m->atime.tv_sec, m->atime.tv_nsec);
+	r = r < 0 ? r : req_hdr(q, "x-ms-meta-phimtime", "%lld.%09ld", (long long)m->mtime.tv_sec, m->mtime.tv_nsec);
+	r = r < 0 ? r : req_hdr(q, "x-ms-meta-phictime", "%lld.%09ld", (long long)m->ctime.tv_sec, m->ctime.tv_nsec);
+	return r;
+}
+
+static uint64_t rnd64(void)
+{
+	uint64_t v;
+	randombytes_buf(&v, sizeof v);
+	return v;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * UINT64_C(0x100000001b3);
+	return h;
+}
+
+static struct meta meta_new(uint32_t mode, uint32_t uid, uint32_t gid)
+{
+	struct timespec t = now_real();
+	return (struct meta){
+		.mode = mode,
+		.uid = uid == (uint32_t)-1 ? (uint32_t)geteuid() : uid,
+		.gid = gid == (uint32_t)-1 ? (uint32_t)getegid() : gid,
+		.ino = (rnd64() >> 2) | 1, /* nonzero, below the name hashes' range */
+		.atime = t,
+		.mtime = t,
+		.ctime = t,
+		.gen = rnd64(),
+	};
+}
+
+/* Fill in what a foreign blob (no phi metadata) lacks. */
+static void meta_fixup(struct req *q, const char *blob)
+{
+	if (!(q->meta_seen & M_MODE))
+		q->meta.mode = S_IFREG | 0600;
+	if (!(q->meta_seen & M_INO))
+		q->meta.ino = fnv1a(blob) | (UINT64_C(1) << 63);
+	if (!(q->meta_seen & M_UID))
+		q->meta.uid = (uint32_t)geteuid();
+	if (!(q->meta_seen & M_GID))
+		q->meta.gid = (uint32_t)getegid();
+}
+
+/* Get Blob Properties. ret_meta/size/etag optional. */
+static int head_blob(struct az_store *s, const char *blob, struct meta *ret_meta,
+		     uint64_t *ret_size, char *ret_etag, size_t etag_size)
+{
+	struct req q;
+	int r = req_init(s, &q, "HEAD", blob);
+	if (r < 0)
+		return r;
+	r = perform(s, &q);
+	if (r < 0)
+		return r;
+	r = status_errno(&q);
+	if (r < 0)
+		return r;
+	meta_fixup(&q, blob);
+	if (ret_meta)
+		*ret_meta = q.meta;
+	if (ret_size)
+		*ret_size = q.have_length ? q.content_length : 0;
+	if (ret_etag)
+		(void)snprintf(ret_etag, etag_size, "%s", q.etag);
+	return 0;
+}
+
+/* the type of a path's parent: 0 if it is a directory (or the root), -ENOENT, -ENOTDIR */
+static int parent_check(struct az_store *s, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return 0;
+	char parent[PHI_STORE_PATH_MAX];
+	memcpy(parent, path, (size_t)(slash - path));
+	parent[slash - path] = 0;
+	char blob[sizeof parent + 1100];
+	int r = blob_name(s, parent, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	struct meta m;
+	r = head_blob(s, blob, &m, NULL, NULL, 0);
+	if (r == -ENOENT)
+		return parent_check(s, parent) == -ENOTDIR ? -ENOTDIR : -ENOENT;
+	if (r < 0)
+		return r;
+	return S_ISDIR(m.mode) ? 0 : -ENOTDIR;
+}
+
+/* Put Blob of a whole small blob. cond: NULL, "*" (If-None-Match: *, create only) or an
+ * ETag (If-Match). ret_etag optional. */
+static int put_blob(struct az_store *s, const char *blob, const void *data, size_t len,
+		    const struct meta *m, const char *cond, char *ret_etag, size_t etag_size)
+{
+	struct req q;
+	int r = req_init(s, &q, "PUT", blob);
+	r = r < 0 ? r : req_hdr(&q, "x-ms-blob-type", "BlockBlob");
+	r = r < 0 ? r : meta_hdrs(&q, m);
+	if (r >= 0 && cond)
+		r = !strcmp(cond, "*") ? req_hdr(&q, "if-none-match", "*")
+				       : req_hdr(&q, "if-match", "%s", cond);
+	if (r < 0)
+		return r;
+	q.body = data;
+	q.body_len = len;
+	r = perform(s, &q);
+	if (r < 0)
+		return r;
+	r = status_errno(&q);
+	if (r == -ESTALE && cond && !strcmp(cond, "*"))
+		r = -EEXIST;
+	if (r < 0)
+		return r;
+	if (ret_etag)
+		(void)snprintf(ret_etag, etag_size, "%s", q.etag);
+	return 0;
+}
+
+static int delete_blob(struct az_store *s, const char *blob)
+{
+	struct req q;
+	int r = req_init(s, &q, "DELETE", blob);
+	if (r < 0)
+		return r;
+	r = perform(s, &q);
+	return r < 0 ? r : status_errno(&q);
+}
+
+/* Set Blob Metadata (replaces the whole set) under If-Match. */
+static int set_meta(struct az_store *s, const char *blob, const struct meta *m, const char *etag)
+{
+	struct req q;
+	int r = req_init(s, &q, "PUT", blob);
+	r = r < 0 ? r : req_query(&q, "comp", "metadata");
+	r = r < 0 ? r : meta_hdrs(&q, m);
+	r = r < 0 ? r : req_hdr(&q, "if-match", "%s", etag);
+	if (r < 0)
+		return r;
+	r = perform(s, &q);
+	return r < 0 ? r : status_errno(&q);
+}
+
+/* ---- attribute cache (filled by listings) ---- */
+
+static uint64_t fnv1a(const char *s);
+
+static void cache_bump(struct az_store *s)
+{
+	pthread_mutex_lock(&s->cache_lock);
+	s->gen++;
+	pthread_mutex_unlock(&s->cache_lock);
+}
+
+static uint64_t cache_gen(struct az_store *s)
+{
+	pthread_mutex_lock(&s->cache_lock);
+	uint64_t g = s->gen;
+	pthread_mutex_unlock(&s->cache_lock);
+	return g;
+}
+
+static void cache_put(struct az_store *s, const char *blob, const struct meta *m, uint64_t size,
+		      uint64_t gen)
+{
+	if (!s->cache)
+		return;
+	char *dup = strdup(blob);
+	if (!dup)
+		return;
+	pthread_mutex_lock(&s->cache_lock);
+	struct acache_ent *e = &s->cache[fnv1a(blob) % ACACHE_SLOTS];
+	free(e->name);
+	*e = (struct acache_ent){ .name = dup, .gen = gen, .expires = now_ms() + ACACHE_MS,
+				  .size = size, .m = *m };
+	pthread_mutex_unlock(&s->cache_lock);
+}
+
+static bool cache_get(struct az_store *s, const char *blob, struct meta *m, uint64_t *size)
+{
+	if (!s->cache)
+		return false;
+	bool hit = false;
+	pthread_mutex_lock(&s->cache_lock);
+	struct acache_ent *e = &s->cache[fnv1a(blob) % ACACHE_SLOTS];
+	if (e->name && e->gen == s->gen && now_ms() < e->expires && !strcmp(e->name, blob)) {
+		*m = e->m;
+		*size = e->size;
+		hit = true;
+	}
+	pthread_mutex_unlock(&s->cache_lock);
+	return hit;
+}
+
+/* ---- registry of open objects ---- */
+
+static struct phi_store_obj *find_open_locked(struct az_store *s, const char *blob)
+{
+	for (struct phi_store_obj *o = s->open; o; o = o->next)
+		if (!o->unlinked && !strcmp(o->name, blob))
+			return o;
+	return NULL;
+}
+
+/* ---- namespace ---- */
+
+static void meta_to_stat(const struct meta *m, uint64_t size, struct phi_store_stat *ret)
+{
+	*ret = (struct phi_store_stat){
+		.ino = m->ino,
+		.mode = m->mode,
+		.uid = m->uid,
+		.gid = m->gid,
+		.nlink = S_ISDIR(m->mode) ? 2 : 1,
+		.size = size,
+		.atime = m->atime,
+		.mtime = m->mtime,
+		.ctime = m->ctime,
+	};
+}
+
+static int az_getattr(struct phi_store *ps, const char *path, struct phi_store_stat *ret)
+{
+	struct az_store *s = to_az(ps);
+	int r = path_check(path, true);
+	if (r < 0)
+		return r;
+	if (!*path) {
+		/* the root has no blob: a private directory of the mounting user */
+		struct meta m = { .mode = S_IFDIR | 0700, .uid = (uint32_t)geteuid(),
+				  .gid = (uint32_t)getegid(), .ino = 1 };
+		meta_to_stat(&m, 0, ret);
+		return 0;
+	}
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	struct meta m;
+	uint64_t size;
+	r = cache_get(s, blob, &m, &size) ? 0 : head_blob(s, blob, &m, &size, NULL, 0);
+	if (r == -ENOENT) {
+		int p = parent_check(s, path);
+		return p == -ENOTDIR ? -ENOTDIR : p < 0 && p != -ENOENT ? p : -ENOENT;
+	}
+	if (r < 0)
+		return r;
+	/* an object open here with uncommitted writes: its size and mtime are the truth */
+	pthread_mutex_lock(&s->lock);
+	struct phi_store_obj *o = find_open_locked(s, blob);
+	if (o && o->dirty) {
+		size = o->size;
+		if (!o->meta_fresh_after_write)
+			m.mtime = o->wtime;
+	}
+	pthread_mutex_unlock(&s->lock);
+	meta_to_stat(&m, S_ISDIR(m.mode) ? 0 : size, ret);
+	return 0;
+}
+
+static int create_entry(struct az_store *s, const char *path, uint32_t mode, const void *data,
+			size_t len)
+{
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	r = parent_check(s, path);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	struct meta m = meta_new(mode, (uint32_t)-1, (uint32_t)-1);
+	return put_blob(s, blob, data, len, &m, "*", NULL, 0);
+}
+
+static int az_mkdir(struct phi_store *ps, const char *path, uint32_t mode)
+{
+	return create_entry(to_az(ps), path, S_IFDIR | (mode & 07777), NULL, 0);
+}
+
+static int az_symlink(struct phi_store *ps, const char *target, const char *path)
+{
+	if (!target || !*target)
+		return -EINVAL;
+	size_t tl = strnlen(target, PHI_STORE_PATH_MAX);
+	if (tl >= PHI_STORE_PATH_MAX)
+		return -ENAMETOOLONG;
+	return create_entry(to_az(ps), path, S_IFLNK | 0777, target, tl);
+}
+
+/* List Blobs under dir (a store path, "" for the root); recursive: no delimiter. */
+struct list_ctx {
+	struct az_store *s;
+	size_t strip; /* bytes of the listed prefix */
+	phi_store_dirent_fn fn;
+	void *ctx;
+	int stop;  /* fn returned >0 */
+	size_t count;
+	bool count_only;
+	/* directory markers seen, and virtual directories (BlobPrefix) to report at the end
+	 * unless their marker was seen: the service may list prefixes apart from blobs */
+	char **dirs, **pending;
+	size_t ndirs, npending, cdirs, cpending;
+	uint64_t gen; /* attribute cache generation when the listing started */
+};
+
+static int strv_add(char ***v, size_t *n, size_t *cap, const char *x)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		char **p = realloc(*v, nc * sizeof *p);
+		if (!p)
+			return -ENOMEM;
+		*v = p;
+		*cap = nc;
+	}
+	(*v)[*n] = strdup(x);
+	if (!(*v)[*n])
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+static void list_ctx_done(struct list_ctx *l)
+{
+	for (size_t i = 0; i < l->ndirs; i++)
+		free(l->dirs[i]);
+	for (size_t i = 0; i < l->npending; i++)
+		free(l->pending[i]);
+	free(l->dirs);
+	free(l->pending);
+}
+
+static int list_entry(void *ctx, const struct phi_az_entry *e)
+{
+	struct list_ctx *l = ctx;
+	if (l->stop)
+		return 0;
+	size_t nl = strlen(e->name);
+	if (nl <= l->strip)
+		return 0;
+	const char *leaf = e->name + l->strip;
+	l->count++;
+	if (l->count_only)
+		return 0;
+	char name[PHI_STORE_NAME_MAX + 2];
+	if (e->is_prefix) {
+		size_t ll = strlen(leaf);
+		if (ll < 2 || ll - 1 > PHI_STORE_NAME_MAX)
+			return 0;
+		memcpy(name, leaf, ll - 1);
+		name[ll - 1] = 0;
+		if (path_check(name, false) < 0)
+			return 0;
+		return strv_add(&l->pending, &l->npending, &l->cpending, name);
+	}
+	if (strchr(leaf, '/') || strlen(leaf) > PHI_STORE_NAME_MAX)
+		return 0;
+	(void)snprintf(name, sizeof name, "%s", leaf);
+	if (path_check(name, false) < 0)
+		return 0; /* not a name this store could have made */
+	uint32_t type = e->mode ? IFTODT(e->mode) : DT_REG;
+	if (e->full_meta && l->fn) {
+		struct meta m = { .mode = e->mode, .uid = e->uid, .gid = e->gid, .ino = e->ino,
+				  .atime = e->atime, .mtime = e->mtime, .ctime = e->ctime, .gen = e->gen };
+		cache_put(l->s, e->name, &m, e->size, l->gen);
+	}
+	if (type == DT_DIR) {
+		int r = strv_add(&l->dirs, &l->ndirs, &l->cdirs, name);
+		if (r < 0)
+			return r;
+	}
+	int r = l->fn ? l->fn(l->ctx, name, type) : 0;
+	if (r < 0)
+		return r;
+	if (r > 0)
+		l->stop = 1;
+	return 0;
+}
+
+/* report the virtual directories that have no marker blob */
+static int list_finish(struct list_ctx *l)
+{
+	for (size_t i = 0; i < l->npending && !l->stop; i++) {
+		bool seen = false;
+		for (size_t k = 0; k < l->ndirs && !seen; k++)
+			seen = !strcmp(l->dirs[k], l->pending[i]);
+		if (seen || !l->fn)
+			continue;
+		int r = l->fn(l->ctx, l->pending[i], DT_DIR);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			l->stop = 1;
+	}
+	return 0;
+}
+
+/* List the blobs whose names start with pfx (delimiter "/" unless recursive). */
+static int list_blobs(struct az_store *s, const char *pfx, bool recursive, unsigned maxresults,
+		      phi_az_entry_fn fn, void *ctx, bool (*stop)(void *), void *stopctx)
+{
+	char marker[1024] = "";
+	_cleanup_buf_ struct phi_buf body;
+	phi_buf_init(&body, LIST_MAX);
+	for (;;) {
+		struct req q;
+		int r = req_init(s, &q, "GET", NULL);
+		r = r < 0 ? r : req_query(&q, "restype", "container");
+		r = r < 0 ? r : req_query(&q, "comp", "list");
+		r = r < 0 ? r : req_query(&q, "prefix", pfx);
+		if (r >= 0 && !recursive)
+			r = req_query(&q, "delimiter", "/");
+		r = r < 0 ? r : req_query(&q, "include", "metadata");
+		if (r >= 0 && *marker)
+			r = req_query(&q, "marker", marker);
+		char mr[16];
+		(void)snprintf(mr, sizeof mr, "%u", maxresults ? maxresults : 5000);
+		r = r < 0 ? r : req_query(&q, "maxresults", mr);
+		if (r < 0)
+			return r;
+		q.grow = &body;
+		r = perform(s, &q);
+		if (r < 0)
+			return r;
+		if (q.overflow)
+			return -E2BIG;
+		r = status_errno(&q);
+		if (r < 0)
+			return r == -ENOENT ? -EIO : r; /* no container */
+		r = phi_az_parse_list((const char *)body.p, body.len, fn, ctx, marker, sizeof marker);
+		if (r < 0)
+			return r == -EBADMSG ? -EIO : r;
+		if (!*marker || maxresults || (stop && stop(stopctx)))
+			return 0;
+	}
+}
+
+static bool list_stopped(void *ctx)
+{
+	return ((struct list_ctx *)ctx)->stop != 0;
+}
+
+/* 0 if path is a directory (or the root); -ENOTDIR, -ENOENT, -ELOOP for a symlink */
+static int dir_check(struct az_store *s, const char *path, char *blob, size_t size)
+{
+	int r = blob_name(s, path, blob, size);
+	if (r < 0 || !*path)
+		return r;
+	struct meta m;
+	r = head_blob(s, blob, &m, NULL, NULL, 0);
+	if (r == -ENOENT)
+		return parent_check(s, path) == -ENOTDIR ? -ENOTDIR : -ENOENT;
+	if (r < 0)
+		return r;
+	return S_ISDIR(m.mode) ? 0 : S_ISLNK(m.mode) ? -ELOOP : -ENOTDIR;
+}
+
+static int az_readdir(struct phi_store *ps, const char *path, phi_store_dirent_fn fn, void *ctx)
+{
+	struct az_store *s = to_az(ps);
+	if (!fn)
+		return -EINVAL;
+	int r = path_check(path, true);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = dir_check(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	char pfx[sizeof blob + 1];
+	(void)snprintf(pfx, sizeof pfx, "%s%s", blob, *blob ? "/" : "");
+	_cleanup_(list_ctx_done) struct list_ctx l = { .s = s, .strip = strlen(pfx), .fn = fn,
+							.ctx = ctx, .gen = cache_gen(s) };
+	r = list_blobs(s, pfx, false, 0, list_entry, &l, list_stopped, &l);
+	return r < 0 ? r : list_finish(&l);
+}
+
+/* number of entries under a directory blob (0 or 1 is enough to know) */
+static int dir_nonempty(struct az_store *s, const char *blob)
+{
+	char pfx[PHI_STORE_PATH_MAX + 1200];
+	(void)snprintf(pfx, sizeof pfx, "%s/", blob);
+	_cleanup_(list_ctx_done) struct list_ctx l = { .s = s, .strip = strlen(pfx),
+							.count_only = true };
+	int r = list_blobs(s, pfx, false, 1, list_entry, &l, NULL, NULL);
+	return r < 0 ? r : l.count > 0;
+}
+
+static int az_rmdir(struct phi_store *ps, const char *path)
+{
+	struct az_store *s = to_az(ps);
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = dir_check(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r == -ELOOP ? -ENOTDIR : r;
+	r = dir_nonempty(s, blob);
+	if (r < 0)
+		return r;
+	if (r > 0)
+		return -ENOTEMPTY;
+	return delete_blob(s, blob);
+}
+
+/* Read a whole small blob into buf (at most max bytes). */
+static int get_blob(struct az_store *s, const char *blob, void *buf, size_t max, size_t *ret_len,
+		    struct meta *ret_meta)
+{
+	struct req q;
+	int r = req_init(s, &q, "GET", blob);
+	if (r < 0)
+		return r;
+	uint8_t dummy;
+	q.buf = max ? buf : &dummy;
+	q.cap = max;
+	r = perform(s, &q);
+	if (r < 0)
+		return r;
+	if (q.overflow)
+		return -EFBIG;
+	r = status_errno(&q);
+	if (r < 0)
+		return r;
+	if (q.have_length && q.content_length != q.got)
+		return q.content_length > max ? -EFBIG : -EIO;
+	meta_fixup(&q, blob);
+	*ret_len = q.got;
+	if (ret_meta)
+		*ret_meta = q.meta;
+	return 0;
+}
+
+static int az_readlink(struct phi_store *ps, const char *path, char *buf, size_t size,
+		       size_t *ret_len)
+{
+	struct az_store *s = to_az(ps);
+	if (!buf || size == 0)
+		return -EINVAL;
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *tmp = malloc(PHI_STORE_PATH_MAX);
+	if (!tmp)
+		return -ENOMEM;
+	size_t n;
+	struct meta m;
+	r = get_blob(s, blob, tmp, PHI_STORE_PATH_MAX, &n, &m);
+	if (r == -ENOENT) {
+		int p = parent_check(s, path);
+		return p == -ENOTDIR ? -ENOTDIR : -ENOENT;
+	}
+	if (r == -EFBIG)
+		return -EINVAL; /* not a symlink of ours */
+	if (r < 0)
+		return r;
+	if (!S_ISLNK(m.mode))
+		return -EINVAL;
+	if (n >= size)
+		return -ENAMETOOLONG;
+	memcpy(buf, tmp, n);
+	buf[n] = 0;
+	*ret_len = n;
+	return 0;
+}
+
+/* Read-modify-write of the metadata under If-Match, retried when another change wins. */
+static int update_meta(struct az_store *s, const char *path, void (*fn)(struct meta *, const void *),
+		       const void *arg)
+{
+	int r = path_check(path, true);
+	if (r < 0)
+		return r;
+	if (!*path)
+		return 0; /* the root's attributes are not stored (docs/azure-store.md) */
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	for (int tries = 0; tries < 8; tries++) {
+		struct meta m;
+		char etag[96];
+		r = head_blob(s, blob, &m, NULL, etag, sizeof etag);
+		if (r == -ENOENT) {
+			int p = parent_check(s, path);
+			return p == -ENOTDIR ? -ENOTDIR : -ENOENT;
+		}
+		if (r < 0)
+			return r;
+		fn(&m, arg);
+		m.ctime = now_real();
+		r = set_meta(s, blob, &m, etag);
+		if (r != -ESTALE)
+			return r;
+	}
+	return -EIO;
+}
+
+static void do_chmod(struct meta *m, const void *arg)
+{
+	m->mode = (m->mode & (uint32_t)S_IFMT) | (*(const uint32_t *)arg & 07777);
+}
+
+static int az_chmod(struct phi_store *ps, const char *path, uint32_t mode)
+{
+	return update_meta(to_az(ps), path, do_chmod, &mode);
+}
+
+static void do_chown(struct meta *m, const void *arg)
+{
+	const uint32_t *ug = arg;
+	if (ug[0] != (uint32_t)-1)
+		m->uid = ug[0];
+	if (ug[1] != (uint32_t)-1)
+		m->gid = ug[1];
+}
+
+static int az_chown(struct phi_store *ps, const char *path, uint32_t uid, uint32_t gid)
+{
+	uint32_t ug[2] = { uid, gid };
+	return update_meta(to_az(ps), path, do_chown, ug);
+}
+
+static void do_utimens(struct meta *m, const void *arg)
+{
+	const struct timespec *tv = arg;
+	struct timespec now = now_real();
+	if (!tv) {
+		m->atime = m->mtime = now;
+		return;
+	}
+	if (tv[0].tv_nsec != UTIME_OMIT)
+		m->atime = tv[0].tv_nsec == UTIME_NOW ? now : tv[0];
+	if (tv[1].tv_nsec != UTIME_OMIT)
+		m->mtime = tv[1].tv_nsec == UTIME_NOW ? now : tv[1];
+}
+
+static int az_utimens(struct phi_store *ps, const char *path, const struct timespec tv[2])
+{
+	return update_meta(to_az(ps), path, do_utimens, tv);
+}
+
+static int az_statfs(struct phi_store *ps, struct statvfs *ret)
+{
+	(void)ps;
+	/* a blob container has no fixed capacity: report plenty, as blobfuse does */
+	*ret = (struct statvfs){
+		.f_bsize = BLOCK,
+		.f_frsize = 4096,
+		.f_blocks = UINT64_C(1) << 40,
+		.f_bfree = UINT64_C(1) << 40,
+		.f_bavail = UINT64_C(1) << 40,
+		.f_files = UINT64_C(1) << 32,
+		.f_ffree = UINT64_C(1) << 32,
+		.f_favail = UINT64_C(1) << 32,
+		.f_namemax = PHI_STORE_NAME_MAX,
+	};
+	return 0;
+}
+
+static int az_fsync_dir(struct phi_store *ps, const char *path)
+{
+	/* every namespace operation is durable when the service acknowledges it */
+	int r = path_check(path, true);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = dir_check(to_az(ps), path, blob, sizeof blob);
+	return r == -ELOOP ? -ENOTDIR : r;
+}
+
+/* ---- objects ---- */
+
+static uint64_t nblocks(uint64_t size)
+{
+	return (size + BLOCK - 1) / BLOCK;
+}
+
+static uint64_t block_len(uint64_t size, uint64_t i)
+{
+	uint64_t start = i * BLOCK;
+	return size <= start ? 0 : size - start < BLOCK ? size - start : BLOCK;
+}
+
+static void block_id(const struct phi_store_obj *o, uint64_t i, char *out, size_t size)
+{
+	char raw[32];
+	(void)snprintf(raw, sizeof raw, "phi1-%08" PRIx32 "-%012" PRIu64, o->session, i);
+	sodium_bin2base64(out, size, (const unsigned char *)raw, strlen(raw),
+			  sodium_base64_VARIANT_ORIGINAL);
+}
+
+static int ranged_get(struct phi_store_obj *o, void *buf, uint64_t off, size_t len, size_t *ret_n)
+{
+	struct req q;
+	int r = req_init(o->s, &q, "GET", o->name);
+	r = r < 0 ? r : req_hdr(&q, "x-ms-range", "bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
+	r = r < 0 ? r : req_hdr(&q, "if-match", "%s", o->etag);
+	if (r < 0)
+		return r;
+	q.buf = buf;
+	q.cap = len;
+	r = perform(o->s, &q);
+	if (r < 0)
+		return r;
+	if (q.overflow)
+		return -EIO;
+	r = status_errno(&q);
+	if (r == -ESTALE || r == -ENOENT) {
+		fprintf(stderr, "phifs: azure: an open object was changed or removed by another writer\n");
+		return -EIO;
+	}
+	if (r < 0)
+		return r == -ERANGE ? -EIO : r;
+	*ret_n = q.got;
+	return 0;
+}
+
+static int staged_set(struct phi_store_obj *o, uint64_t i, bool v)
+{
+	if (i >= o->staged_cap) {
+		if (!v)
+			return 0;
+		size_t nc = o->staged_cap ? o->staged_cap : 64;
+		while (nc <= i)
+			nc *= 2;
+		uint8_t *p = realloc(o->staged, nc);
+		if (!p)
+			return -ENOMEM;
+		memset(p + o->staged_cap, 0, nc - o->staged_cap);
+		o->staged = p;
+		o->staged_cap = nc;
+	}
+	o->staged[i] = v;
+	return 0;
+}
+
+static bool staged_get(const struct phi_store_obj *o, uint64_t i)
+{
+	return i < o->staged_cap && o->staged[i];
+}
+
+/* Put Block of block i under our id; touches no object state (runs in xfer threads). */
+static int put_block_req(struct phi_store_obj *o, uint64_t i, const void *data, size_t len)
+{
+	char id[64];
+	block_id(o, i, id, sizeof id);
+	struct req q;
+	int r = req_init(o->s, &q, "PUT", o->name);
+	r = r < 0 ? r : req_query(&q, "comp", "block");
+	r = r < 0 ? r : req_query(&q, "blockid", id);
+	if (r < 0)
+		return r;
+	q.body = data;
+	q.body_len = len;
+	r = perform(o->s, &q);
+	return r < 0 ? r : status_errno(&q);
+}
+
+static int put_block_done(struct phi_store_obj *o, uint64_t i, int r)
+{
+	if (r == -ENOENT && o->unlinked)
+		return 0;
+	if (r < 0)
+		return r == -ENOENT ? -EIO : r;
+	return staged_set(o, i, true);
+}
+
+static int put_block(struct phi_store_obj *o, uint64_t i, const void *data, size_t len)
+{
+	return put_block_done(o, i, put_block_req(o, i, data, len));
+}
+
+/* Block transfers of one object run a few at once, one thread each: every request costs
+ * a round trip, so several in flight keep the service busy. The caller holds o->lock;
+ * the threads only read the object's name, ETag and session. */
+struct xfer {
+	struct phi_store_obj *o;
+	struct slot *sl;
+	uint64_t idx;
+	size_t len;
+	bool put; /* Put Block, else ranged GET */
+	int r;
+};
+
+static void *xfer_run(void *arg)
+{
+	struct xfer *x = arg;
+	if (x->put) {
+		x->r = put_block_req(x->o, x->idx, x->sl->buf, x->len);
+	} else {
+		size_t got = 0;
+		x->r = x->len ? ranged_get(x->o, x->sl->buf, x->idx * BLOCK, x->len, &got) : 0;
+		if (x->r >= 0 && got != x->len)
+			x->r = -EIO;
+	}
+	return NULL;
+}
+
+static void xfer_all(struct xfer *x, size_t n)
+{
+	pthread_t t[OBJ_SLOTS];
+	bool started[OBJ_SLOTS] = { false };
+	for (size_t k = 1; k < n; k++)
+		started[k] = pthread_create(&t[k], NULL, xfer_run, &x[k]) == 0;
+	(void)xfer_run(&x[0]);
+	for (size_t k = 1; k < n; k++) {
+		if (started[k])
+			(void)pthread_join(t[k], NULL);
+		else
+			(void)xfer_run(&x[k]);
+	}
+}
+
+/* Stage every dirty cached block at once, except keep (the block being written). */
+static int stage_dirty(struct phi_store_obj *o, const struct slot *keep)
+{
+	struct xfer x[OBJ_SLOTS];
+	size_t n = 0;
+	for (size_t k = 0; k < OBJ_SLOTS; k++) {
+		struct slot *sl = &o->slots[k];
+		if (sl->used && sl->dirty && sl != keep)
+			x[n++] = (struct xfer){ .o = o, .sl = sl, .idx = sl->idx, .put = true,
+						.len = (size_t)block_len(o->size, sl->idx) };
+	}
+	if (!n)
+		return 0;
+	xfer_all(x, n);
+	int r = 0;
+	for (size_t k = 0; k < n; k++) {
+		int rk = put_block_done(o, x[k].idx, x[k].r);
+		if (rk >= 0)
+			x[k].sl->dirty = false;
+		else if (r >= 0)
+			r = rk;
+	}
+	return r;
+}
+
+static int commit(struct phi_store_obj *o);
+
+/* Load block i into a slot from the committed blob (bytes below min(csize, low)) and zeros. */
+static int load_block(struct phi_store_obj *o, uint64_t i, uint8_t *buf)
+{
+	uint64_t start = i * BLOCK;
+	uint64_t valid = o->csize < o->low ? o->csize : o->low;
+	size_t want = (size_t)block_len(valid, i);
+	size_t got = 0;
+	memset(buf, 0, BLOCK);
+	if (staged_get(o, i)) {
+		/* staged but not committed, and no longer cached: commit makes it readable */
+		int r = commit(o);
+		if (r < 0)
+			return r;
+		valid = o->csize;
+		want = (size_t)block_len(valid, i);
+	}
+	if (want) {
+		int r = ranged_get(o, buf, start, want, &got);
+		if (r < 0)
+			return r;
+		if (got != want)
+			return -EIO;
+	}
+	return 0;
+}
+
+static struct slot *slot_find(struct phi_store_obj *o, uint64_t i)
+{
+	for (size_t k = 0; k < OBJ_SLOTS; k++)
+		if (o->slots[k].used && o->slots[k].idx == i) {
+			o->slots[k].tick = ++o->tick;
+			return &o->slots[k];
+		}
+	return NULL;
+}
+
+/* A slot for block i, loaded unless fill is false (the caller overwrites it whole). */
+static int slot_get(struct phi_store_obj *o, uint64_t i, bool fill, struct slot **ret)
+{
+	struct slot *sl = slot_find(o, i);
+	if (sl) {
+		*ret = sl;
+		return 0;
+	}
+	/* a free slot, else the least recently used clean one, else stage the LRU dirty one */
+	struct slot *victim = NULL;
+	for (size_t k = 0; k < OBJ_SLOTS && !victim; k++)
+		if (!o->slots[k].used)
+			victim = &o->slots[k];
+	for (size_t k = 0; k < OBJ_SLOTS && !victim; k++) {
+		struct slot *c = &o->slots[k];
+		if (!c->dirty) {
+			struct slot *best = c;
+			for (size_t j = k + 1; j < OBJ_SLOTS; j++)
+				if (!o->slots[j].dirty && o->slots[j].tick < best->tick)
+					best = &o->slots[j];
+			victim = best;
+		}
+	}
+	if (!victim) {
+		/* all dirty: stage all but the most recently used (likely still being written) */
+		struct slot *newest = &o->slots[0];
+		victim = &o->slots[0];
+		for (size_t k = 1; k < OBJ_SLOTS; k++) {
+			if (o->slots[k].tick < victim->tick)
+				victim = &o->slots[k];
+			if (o->slots[k].tick > newest->tick)
+				newest = &o->slots[k];
+		}
+		int r = stage_dirty(o, newest);
+		if (r < 0)
+			return r;
+	}
+	if (!victim->buf) {
+		victim->buf = malloc(BLOCK);
+		if (!victim->buf)
+			return -ENOMEM;
+	}
+	victim->used = false;
+	if (fill) {
+		int r = load_block(o, i, victim->buf);
+		if (r < 0)
+			return r;
+	} else {
+		memset(victim->buf, 0, BLOCK);
+	}
+	*victim = (struct slot){ .idx = i, .buf = victim->buf, .used = true, .tick = ++o->tick };
+	*ret = victim;
+	return 0;
+}
+
+static int fetch_committed(struct phi_store_obj *o)
+{
+	struct req q;
+	int r = req_init(o->s, &q, "GET", o->name);
+	r = r < 0 ? r : req_query(&q, "comp", "blocklist");
+	r = r < 0 ? r : req_query(&q, "blocklisttype", "committed");
+	if (r < 0)
+		return r;
+	_cleanup_buf_ struct phi_buf body;
+	phi_buf_init(&body, LIST_MAX);
+	q.grow = &body;
+	r = perform(o->s, &q);
+	if (r < 0)
+		return r;
+	r = status_errno(&q);
+	if (r < 0)
+		return r;
+	if (strcmp(q.etag, o->etag) != 0)
+		return -ESTALE;
+	struct phi_az_block *v = NULL;
+	size_t n = 0;
+	r = phi_az_parse_blocklist((const char *)body.p, body.len, &v, &n);
+	if (r < 0)
+		return -EIO;
+	free(o->committed);
+	o->committed = v;
+	o->ncommitted = n;
+	o->committed_known = true;
+	return 0;
+}
+
+/* After a failed If-Match: adopt a metadata-only change (same content generation). */
+static int adopt_meta(struct phi_store_obj *o)
+{
+	struct meta m;
+	char etag[96];
+	uint64_t size;
+	int r = head_blob(o->s, o->name, &m, &size, etag, sizeof etag);
+	if (r == -ENOENT)
+		return -ESTALE;
+	if (r < 0)
+		return r;
+	if (m.gen != o->meta.gen || size != o->csize)
+		return -ESTALE;
+	o->meta = m;
+	(void)snprintf(o->etag, sizeof o->etag, "%s", etag);
+	o->meta_fresh_after_write = true;
+	return 0;
+}
+
+static int commit_once(struct phi_store_obj *o)
+{
+	struct az_store *s = o->s;
+	uint64_t nb = nblocks(o->size);
+	struct meta m = o->meta;
+	m.gen = rnd64();
+	if (!o->meta_fresh_after_write)
+		m.mtime = m.ctime = o->wtime;
+	char etag[96];
+
+	bool any_staged = false;
+	for (uint64_t i = 0; i < nb; i++)
+		any_staged |= staged_get(o, i);
+	if (nb <= 1 && !any_staged) {
+		/* a small object: one Put Blob of its content */
+		struct slot *sl = NULL;
+		int r = nb ? slot_get(o, 0, true, &sl) : 0;
+		if (r < 0)
+			return r;
+		r = put_blob(s, o->name, sl ? sl->buf : NULL, (size_t)o->size, &m, o->etag, etag,
+			     sizeof etag);
+		if (r < 0)
+			return r;
+		if (sl)
+			sl->dirty = false;
+		free(o->committed);
+		o->committed = NULL;
+		o->ncommitted = 0;
+		o->committed_known = true; /* Put Blob leaves no committed block list */
+	} else {
+		if (!o->committed_known) {
+			int r = fetch_committed(o);
+			if (r < 0)
+				return r;
+		}
+		int rs = stage_dirty(o, NULL);
+		if (rs < 0)
+			return rs;
+		/* which committed blocks still hold block i's bytes, unchanged */
+		uint64_t valid = o->csize < o->low ? o->csize : o->low;
+		_cleanup_free_ char *xml = NULL;
+		size_t xcap = 64 + nb * 96, xl = 0;
+		xml = malloc(xcap);
+		if (!xml)
+			return -ENOMEM;
+		xl = (size_t)snprintf(xml, xcap, "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+		_cleanup_free_ struct phi_az_block *nl = calloc(nb ? nb : 1, sizeof *nl);
+		if (!nl)
+			return -ENOMEM;
+		uint64_t coff = 0;
+		size_t ci = 0;
+		for (uint64_t i = 0; i < nb; i++) {
+			uint64_t len = block_len(o->size, i);
+			struct slot *sl = slot_find(o, i);
+			char id[64];
+			bool have = false;
+			if (sl && sl->dirty) {
+				int r = put_block(o, i, sl->buf, (size_t)len);
+				if (r < 0)
+					return r;
+				sl->dirty = false;
+			}
+			if (staged_get(o, i)) {
+				block_id(o, i, id, sizeof id);
+				have = true;
+			} else {
+				/* the committed block at this offset, if it is whole and unchanged */
+				while (ci < o->ncommitted && coff < i * BLOCK)
+					coff += o->committed[ci++].size;
+				if (ci < o->ncommitted && coff == i * BLOCK &&
+				    o->committed[ci].size == len && i * BLOCK + len <= valid) {
+					(void)snprintf(id, sizeof id, "%s", o->committed[ci].id);
+					have = true;
+				}
+			}
+			if (!have) {
+				/* rebuild it from the committed bytes and zeros, and stage it */
+				struct slot *ts = NULL;
+				int r = slot_get(o, i, true, &ts);
+				if (r < 0)
+					return r;
+				r = put_block(o, i, ts->buf, (size_t)len);
+				if (r < 0)
+					return r;
+				ts->dirty = false;
+				block_id(o, i, id, sizeof id);
+			}
+			(void)snprintf(nl[i].id, sizeof nl[i].id, "%s", id);
+			nl[i].size = len;
+			xl += (size_t)snprintf(xml + xl, xcap - xl, "<Latest>%s</Latest>", id);
+		}
+		xl += (size_t)snprintf(xml + xl, xcap - xl, "</BlockList>");
+		struct req q;
+		int r = req_init(s, &q, "PUT", o->name);
+		r = r < 0 ? r : req_query(&q, "comp", "blocklist");
+		r = r < 0 ? r : meta_hdrs(&q, &m);
+		r = r < 0 ? r : req_hdr(&q, "if-match", "%s", o->etag);
+		if (r < 0)
+			return r;
+		q.body = xml;
+		q.body_len = xl;
+		r = perform(s, &q);
+		if (r < 0)
+			return r;
+		r = status_errno(&q);
+		if (r < 0)
+			return r;
+		(void)snprintf(etag, sizeof etag, "%s", q.etag);
+		free(o->committed);
+		o->committed = TAKE_PTR(nl);
+		o->ncommitted = nb;
+		o->committed_known = true;
+	}
+	(void)snprintf(o->etag, sizeof o->etag, "%s", etag);
+	o->meta = m;
+	o->csize = o->low = o->size;
+	o->dirty = false;
+	memset(o->staged, 0, o->staged_cap);
+	o->session = rnd32(); /* fresh block ids: no staged leftovers can be mistaken for ours */
+	return 0;
+}
+
+/* Commit the object's state: 0, or -EIO on a conflict with another writer (logged). */
+static int commit(struct phi_store_obj *o)
+{
+	if (!o->dirty || o->unlinked)
+		return 0;
+	for (int tries = 0; tries < 4; tries++) {
+		int r = commit_once(o);
+		if (r != -ESTALE)
+			return r == -ENOENT && o->unlinked ? 0 : r == -ENOENT ? -EIO : r;
+		/* our ETag is stale: a metadata-only change is adopted, anything else is a conflict */
+		r = adopt_meta(o);
+		if (r == -ESTALE) {
+			fprintf(stderr, "phifs: azure: conflict: an object was changed by another writer; "
+					"this mount's uncommitted writes to it were not stored\n");
+			return -EIO;
+		}
+		if (r < 0)
+			return r;
+		o->committed_known = false;
+	}
+	return -EIO;
+}
+
+static void obj_set_err(struct phi_store_obj *o, int r)
+{
+	if (!o->err)
+		o->err = r;
+}
+
+static int obj_new(struct az_store *s, const char *blob, bool writable, const struct meta *m,
+		   uint64_t size, const char *etag, struct phi_store_obj **ret)
+{
+	struct phi_store_obj *o = calloc(1, sizeof *o);
+	if (!o)
+		return -ENOMEM;
+	o->s = s;
+	pthread_mutex_init(&o->lock, NULL);
+	(void)snprintf(o->name, sizeof o->name, "%s", blob);
+	o->writable = writable;
+	(void)snprintf(o->etag, sizeof o->etag, "%s", etag);
+	o->meta = *m;
+	o->size = o->csize = o->low = size;
+	o->wtime = m->mtime;
+	o->session = rnd32();
+	pthread_mutex_lock(&s->lock);
+	o->next = s->open;
+	s->open = o;
+	pthread_mutex_unlock(&s->lock);
+	*ret = o;
+	return 0;
+}
+
+static int az_open(struct phi_store *ps, const char *path, int flags, uint32_t mode,
+		   struct phi_store_obj **ret)
+{
+	struct az_store *s = to_az(ps);
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	int acc = flags & O_ACCMODE;
+	if (acc != O_RDONLY && acc != O_WRONLY && acc != O_RDWR)
+		return -EINVAL;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	struct meta m;
+	uint64_t size;
+	char etag[96];
+	for (int tries = 0;; tries++) {
+		r = head_blob(s, blob, &m, &size, etag, sizeof etag);
+		if (r == 0 && (flags & O_CREAT) && (flags & O_EXCL))
+			return -EEXIST;
+		if (r != -ENOENT || !(flags & O_CREAT) || tries > 2)
+			break;
+		r = parent_check(s, path);
+		if (r < 0)
+			return r;
+		m = meta_new(S_IFREG | (mode & 07777), (uint32_t)-1, (uint32_t)-1);
+		r = put_blob(s, blob, NULL, 0, &m, "*", etag, sizeof etag);
+		if (r == 0) {
+			size = 0;
+			break;
+		}
+		if (r != -EEXIST)
+			return r;
+		if (flags & O_EXCL)
+			return -EEXIST;
+	}
+	if (r == -ENOENT) {
+		int p = parent_check(s, path);
+		return p == -ENOTDIR ? -ENOTDIR : -ENOENT;
+	}
+	if (r < 0)
+		return r;
+	if (S_ISDIR(m.mode))
+		return -EISDIR;
+	if (S_ISLNK(m.mode))
+		return -ELOOP;
+	if (!S_ISREG(m.mode))
+		return -EINVAL;
+	struct phi_store_obj *o;
+	r = obj_new(s, blob, acc != O_RDONLY, &m, size, etag, &o);
+	if (r < 0)
+		return r;
+	if (flags & O_TRUNC && acc != O_RDONLY && size) {
+		o->size = o->low = 0;
+		o->dirty = true;
+		o->wtime = now_real();
+	}
+	*ret = o;
+	return 0;
+}
+
+static int az_create(struct phi_store *ps, const char *path, uint32_t mode, uint32_t uid,
+		     uint32_t gid, const void *init, size_t len, struct phi_store_obj **ret)
+{
+	struct az_store *s = to_az(ps);
+	if (!init && len)
+		return -EINVAL;
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	r = parent_check(s, path);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	struct meta m = meta_new(S_IFREG | (mode & 07777), uid, gid);
+	char etag[96];
+	/* one Put Blob with If-None-Match: * is both atomic and exclusive */
+	r = put_blob(s, blob, init, len, &m, "*", etag, sizeof etag);
+	if (r < 0)
+		return r;
+	struct phi_store_obj *o;
+	r = obj_new(s, blob, true, &m, len, etag, &o);
+	if (r < 0)
+		return r;
+	o->committed_known = true; /* Put Blob: no committed blocks */
+	if (len && len <= BLOCK) {
+		/* the initial content is block 0: writes after it need not read it back */
+		uint8_t *b = malloc(BLOCK);
+		if (b) {
+			memset(b + len, 0, BLOCK - len);
+			memcpy(b, init, len);
+			o->slots[0] = (struct slot){ .idx = 0, .buf = b, .used = true, .tick = ++o->tick };
+		}
+	}
+	*ret = o;
+	return 0;
+}
+
+/* Sequential reads: load block i and the next ones into clean slots at once. Best effort:
+ * a block that fails here is loaded (and its error reported) by slot_get. */
+static void prefetch(struct phi_store_obj *o, uint64_t i)
+{
+	struct xfer x[OBJ_SLOTS];
+	size_t n = 0;
+	uint64_t valid = o->csize < o->low ? o->csize : o->low;
+	for (uint64_t j = i; n < OBJ_SLOTS - 1 && j * BLOCK < o->size; j++) {
+		if (slot_find(o, j) || staged_get(o, j))
+			break;
+		/* the least recently used slot that is free or clean and not taken yet */
+		struct slot *v = NULL;
+		for (size_t k = 0; k < OBJ_SLOTS; k++) {
+			struct slot *c = &o->slots[k];
+			bool taken = false;
+			for (size_t m = 0; m < n; m++)
+				taken |= x[m].sl == c;
+			if (taken || (c->used && c->dirty))
+				continue;
+			if (!v || !c->used || (v->used && c->tick < v->tick))
+				v = c;
+		}
+		if (!v)
+			break;
+		if (!v->buf && !(v->buf = malloc(BLOCK)))
+			break;
+		v->used = false;
+		memset(v->buf, 0, BLOCK);
+		x[n++] = (struct xfer){ .o = o, .sl = v, .idx = j, .len = (size_t)block_len(valid, j) };
+	}
+	if (n < 2)
+		return; /* nothing to overlap: slot_get does it */
+	xfer_all(x, n);
+	for (size_t k = 0; k < n; k++)
+		if (x[k].r >= 0)
+			*x[k].sl = (struct slot){ .idx = x[k].idx, .buf = x[k].sl->buf, .used = true,
+						  .tick = ++o->tick };
+}
+
+static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off, size_t *ret_n)
+{
+	if (off > INT64_MAX || len > (size_t)SSIZE_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&o->lock);
+	size_t done = 0;
+	int r = 0;
+	while (done < len && off + done < o->size) {
+		uint64_t pos = off + done, i = pos / BLOCK;
+		struct slot *sl;
+		if (i == o->next_read && !slot_find(o, i))
+			prefetch(o, i);
+		o->next_read = i + 1;
+		r = slot_get(o, i, true, &sl);
+		if (r < 0)
+			break;
+		uint64_t in = pos - i * BLOCK;
+		uint64_t n = block_len(o->size, i) - in;
+		if (n > len - done)
+			n = len - done;
+		memcpy((uint8_t *)buf + done, sl->buf + in, (size_t)n);
+		done += (size_t)n;
+	}
+	pthread_mutex_unlock(&o->lock);
+	if (r < 0)
+		return r;
+	*ret_n = done;
+	return 0;
+}
+
+static int az_pwrite(struct phi_store_obj *o, const void *buf, size_t len, uint64_t off)
+{
+	if (off > INT64_MAX || len > (size_t)SSIZE_MAX)
+		return -EINVAL;
+	if (len > INT64_MAX - off)
+		return -EFBIG;
+	pthread_mutex_lock(&o->lock);
+	int r = o->writable ? 0 : -EBADF;
+	size_t done = 0;
+	while (r >= 0 && done < len) {
+		uint64_t pos = off + done, i = pos / BLOCK, in = pos - i * BLOCK;
+		uint64_t n = BLOCK - in;
+		if (n > len - done)
+			n = len - done;
+		/* a block written from its start past the old end needs none of its old bytes */
+		uint64_t valid = o->csize < o->low ? o->csize : o->low;
+		bool whole = in == 0 && (n == BLOCK || pos + n >= o->size);
+		bool fresh = i * BLOCK >= valid && !staged_get(o, i);
+		struct slot *sl;
+		r = slot_get(o, i, !(whole || fresh), &sl);
+		if (r < 0)
+			break;
+		memcpy(sl->buf + in, (const uint8_t *)buf + done, (size_t)n);
+		sl->dirty = true;
+		done += (size_t)n;
+		if (pos + n > o->size)
+			o->size = pos + n;
+		o->dirty = true;
+		o->wtime = now_real();
+		o->meta_fresh_after_write = false;
+	}
+	if (r < 0)
+		obj_set_err(o, r);
+	pthread_mutex_unlock(&o->lock);
+	return r;
+}
+
+static int az_truncate(struct phi_store_obj *o, uint64_t size)
+{
+	if (size > INT64_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&o->lock);
+	int r = o->writable ? 0 : -EBADF;
+	if (r >= 0 && size < o->size) {
+		uint64_t edge = size / BLOCK;
+		/* a staged block cut in the middle must be readable to be rebuilt */
+		if (size % BLOCK && staged_get(o, edge) && !slot_find(o, edge))
+			r = commit(o);
+		if (r >= 0 && size % BLOCK && !slot_find(o, edge) && edge * BLOCK < o->size) {
+			struct slot *sl;
+			r = slot_get(o, edge, true, &sl);
+		}
+		for (size_t k = 0; r >= 0 && k < OBJ_SLOTS; k++) {
+			struct slot *sl = &o->slots[k];
+			if (!sl->used)
+				continue;
+			if (sl->idx * BLOCK >= size)
+				sl->used = sl->dirty = false;
+			else if (sl->idx == edge) {
+				memset(sl->buf + (size - edge * BLOCK), 0, BLOCK - (size - edge * BLOCK));
+				sl->dirty = true;
+			}
+		}
+		for (uint64_t i = size % BLOCK ? edge + 1 : edge; r >= 0 && i < o->staged_cap; i++)
+			o->staged[i] = 0;
+		if (r >= 0 && size % BLOCK)
+			(void)staged_set(o, edge, false);
+		if (r >= 0 && size < o->low)
+			o->low = size;
+	}
+	if (r >= 0 && size != o->size) {
+		o->size = size;
+		o->dirty = true;
+		o->wtime = now_real();
+		o->meta_fresh_after_write = false;
+	}
+	pthread_mutex_unlock(&o->lock);
+	return r;
+}
+
+static int az_size(struct phi_store_obj *o, uint64_t *ret)
+{
+	pthread_mutex_lock(&o->lock);
+	*ret = o->size;
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
+static int az_fsync(struct phi_store_obj *o, bool datasync)
+{
+	(void)datasync;
+	pthread_mutex_lock(&o->lock);
+	int r = commit(o);
+	if (r < 0)
+		obj_set_err(o, r);
+	pthread_mutex_unlock(&o->lock);
+	return r;
+}
+
+static int az_release(struct phi_store_obj *o)
+{
+	if (!o)
+		return 0;
+	struct az_store *s = o->s;
+	pthread_mutex_lock(&o->lock);
+	int r = commit(o);
+	int err = o->err;
+	pthread_mutex_unlock(&o->lock);
+	pthread_mutex_lock(&s->lock);
+	for (struct phi_store_obj **pp = &s->open; *pp; pp = &(*pp)->next)
+		if (*pp == o) {
+			*pp = o->next;
+			break;
+		}
+	pthread_mutex_unlock(&s->lock);
+	for (size_t k = 0; k < OBJ_SLOTS; k++)
+		free(o->slots[k].buf);
+	free(o->staged);
+	free(o->committed);
+	pthread_mutex_destroy(&o->lock);
+	free(o);
+	return err < 0 ? err : r;
+}
+
+/* ---- unlink and rename, which must keep open objects right ---- */
+
+/* An object open on blob is about to lose its name: commit it, and if it will be removed,
+ * keep its bytes in memory so the open handle can still read them. */
+static int settle_open(struct az_store *s, const char *blob, bool removing)
+{
+	pthread_mutex_lock(&s->lock);
+	struct phi_store_obj *o = find_open_locked(s, blob);
+	int r = 0;
+	if (o) {
+		pthread_mutex_lock(&o->lock);
+		r = commit(o);
+		if (r >= 0 && removing) {
+			if (o->size > (uint64_t)UNLINKED_KEEP || nblocks(o->size) > OBJ_SLOTS) {
+				/* too big to keep: later reads of uncached blocks fail with EIO */
+			} else {
+				for (uint64_t i = 0; r >= 0 && i < nblocks(o->size); i++) {
+					struct slot *sl;
+					r = slot_get(o, i, true, &sl);
+				}
+			}
+			if (r >= 0)
+				o->unlinked = true;
+		}
+		pthread_mutex_unlock(&o->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static int az_unlink(struct phi_store *ps, const char *path)
+{
+	struct az_store *s = to_az(ps);
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	struct meta m;
+	r = head_blob(s, blob, &m, NULL, NULL, 0);
+	if (r == -ENOENT) {
+		int p = parent_check(s, path);
+		return p == -ENOTDIR ? -ENOTDIR : -ENOENT;
+	}
+	if (r < 0)
+		return r;
+	if (S_ISDIR(m.mode))
+		return -EISDIR;
+	r = settle_open(s, blob, true);
+	if (r < 0)
+		return r;
+	r = delete_blob(s, blob);
+	return r;
+}
+
+static int az_link(struct phi_store *ps, const char *from, const char *to)
+{
+	(void)ps;
+	if (path_check(from, false) < 0 || path_check(to, false) < 0)
+		return -EINVAL;
+	/* blob names are not inodes: hard links cannot be expressed (docs/azure-store.md) */
+	return -EPERM;
+}
+
+/* Copy Blob within the account; cond "*" makes it create-only. */
+static int copy_blob(struct az_store *s, const char *from, const char *to, const char *cond)
+{
+	struct req q;
+	int r = req_init(s, &q, "PUT", to);
+	r = r < 0 ? r : req_hdr(&q, "x-ms-copy-source", "%s/%s/%s", s->base_url, s->container, from);
+	if (r >= 0 && cond)
+		r = req_hdr(&q, "if-none-match", "*");
+	if (r < 0)
+		return r;
+	r = perform(s, &q);
+	if (r < 0)
+		return r;
+	r = status_errno(&q);
+	if (r == -ESTALE && cond)
+		return -EEXIST;
+	if (r < 0)
+		return r;
+	/* real Azure may copy asynchronously: wait for it, within the deadline */
+	uint64_t end = now_ms() + s->deadline_ms;
+	while (!strcmp(q.copy_status, "pending")) {
+		if (now_ms() >= end)
+			return -ETIMEDOUT;
+		struct timespec ts = { .tv_nsec = 100 * 1000000 };
+		nanosleep(&ts, NULL);
+		r = req_init(s, &q, "HEAD", to);
+		r = r < 0 ? r : perform(s, &q);
+		r = r < 0 ? r : status_errno(&q);
+		if (r < 0)
+			return r;
+	}
+	return q.copy_status[0] && strcmp(q.copy_status, "success") ? -EIO : 0;
+}
+
+/* the blobs of a subtree, collected for a directory rename */
+struct names_vec {
+	char **v;
+	size_t n, cap;
+};
+
+static int collect_name(void *ctx, const struct phi_az_entry *e)
+{
+	struct names_vec *nv = ctx;
+	if (e->is_prefix)
+		return 0;
+	if (nv->n == nv->cap) {
+		size_t nc = nv->cap ? nv->cap * 2 : 64;
+		char **p = realloc(nv->v, nc * sizeof *p);
+		if (!p)
+			return -ENOMEM;
+		nv->v = p;
+		nv->cap = nc;
+	}
+	nv->v[nv->n] = strdup(e->name);
+	if (!nv->v[nv->n])
+		return -ENOMEM;
+	nv->n++;
+	return 0;
+}
+
+static void names_free(struct names_vec *nv)
+{
+	for (size_t i = 0; i < nv->n; i++)
+		free(nv->v[i]);
+	free(nv->v);
+}
+
+/* Move one entry (a blob, or a directory marker and everything below it) from -> to. */
+static int move_tree(struct az_store *s, const char *from, const char *to, bool is_dir)
+{
+	int r = settle_open(s, from, false);
+	if (r < 0)
+		return r;
+	r = copy_blob(s, from, to, NULL);
+	if (r < 0)
+		return r;
+	if (is_dir) {
+		char pfx[PHI_STORE_PATH_MAX + 1200];
+		(void)snprintf(pfx, sizeof pfx, "%s/", from);
+		_cleanup_(names_free) struct names_vec nv = { 0 };
+		r = list_blobs(s, pfx, true, 0, collect_name, &nv, NULL, NULL);
+		if (r < 0)
+			return r;
+		size_t fl = strlen(from);
+		for (size_t i = 0; i < nv.n; i++) {
+			char dst[PHI_STORE_PATH_MAX + 1200];
+			int n = snprintf(dst, sizeof dst, "%s%s", to, nv.v[i] + fl);
+			if (n < 0 || (size_t)n >= sizeof dst)
+				return -ENAMETOOLONG;
+			r = settle_open(s, nv.v[i], false);
+			r = r < 0 ? r : copy_blob(s, nv.v[i], dst, NULL);
+			if (r < 0)
+				return r;
+		}
+		for (size_t i = 0; i < nv.n; i++) {
+			r = delete_blob(s, nv.v[i]);
+			if (r < 0 && r != -ENOENT)
+				return r;
+		}
+	}
+	r = delete_blob(s, from);
+	if (r < 0 && r != -ENOENT)
+		return r;
+
+	/* open objects follow their names, and their ETags change with the copy */
+	pthread_mutex_lock(&s->lock);
+	size_t fl = strlen(from);
+	for (struct phi_store_obj *o = s->open; o; o = o->next) {
+		if (o->unlinked)
+			continue;
+		bool same = !strcmp(o->name, from);
+		bool below = is_dir && !strncmp(o->name, from, fl) && o->name[fl] == '/';
+		if (!same && !below)
+			continue;
+		char nn[sizeof o->name];
+		int n = snprintf(nn, sizeof nn, "%s%s", to, o->name + fl);
+		if (n < 0 || (size_t)n >= sizeof nn)
+			continue;
+		pthread_mutex_lock(&o->lock);
+		memcpy(o->name, nn, sizeof nn);
+		(void)head_blob(s, o->name, NULL, NULL, o->etag, sizeof o->etag);
+		o->committed_known = false;
+		pthread_mutex_unlock(&o->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int az_rename(struct phi_store *ps, const char *from, const char *to, unsigned flags)
+{
+	struct az_store *s = to_az(ps);
+	if (flags != 0 && flags != RENAME_NOREPLACE && flags != RENAME_EXCHANGE)
+		return -EINVAL;
+	int r = path_check(from, false);
+	if (r >= 0)
+		r = path_check(to, false);
+	if (r < 0)
+		return r;
+	char fb[PHI_STORE_PATH_MAX + 1100], tb[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, from, fb, sizeof fb);
+	r = r < 0 ? r : blob_name(s, to, tb, sizeof tb);
+	if (r < 0)
+		return r;
+	struct meta fm, tm;
+	r = head_blob(s, fb, &fm, NULL, NULL, 0);
+	if (r == -ENOENT) {
+		int p = parent_check(s, from);
+		return p == -ENOTDIR ? -ENOTDIR : -ENOENT;
+	}
+	if (r < 0)
+		return r;
+	r = parent_check(s, to);
+	if (r < 0)
+		return r;
+	if (!strcmp(fb, tb))
+		return 0;
+	size_t fl = strlen(fb);
+	if (S_ISDIR(fm.mode) && !strncmp(tb, fb, fl) && tb[fl] == '/')
+		return -EINVAL; /* into itself */
+	int te = head_blob(s, tb, &tm, NULL, NULL, 0);
+	if (te < 0 && te != -ENOENT)
+		return te;
+	bool exists = te == 0;
+	if (flags == RENAME_NOREPLACE && exists)
+		return -EEXIST;
+	if (flags == RENAME_EXCHANGE) {
+		if (!exists)
+			return -ENOENT;
+		/* through a hidden temp name; not atomic (docs/azure-store.md) */
+		char tmp[PHI_STORE_PATH_MAX + 1200];
+		(void)snprintf(tmp, sizeof tmp, "%s.phi-xchg.%016" PRIx64, fb, rnd64());
+		r = move_tree(s, fb, tmp, S_ISDIR(fm.mode));
+		r = r < 0 ? r : move_tree(s, tb, fb, S_ISDIR(tm.mode));
+		r = r < 0 ? r : move_tree(s, tmp, tb, S_ISDIR(fm.mode));
+		return r;
+	}
+	if (exists) {
+		if (S_ISDIR(tm.mode) && !S_ISDIR(fm.mode))
+			return -EISDIR;
+		if (!S_ISDIR(tm.mode) && S_ISDIR(fm.mode))
+			return -ENOTDIR;
+		if (S_ISDIR(tm.mode)) {
+			r = dir_nonempty(s, tb);
+			if (r < 0)
+				return r;
+			if (r > 0)
+				return -ENOTEMPTY;
+		}
+		r = settle_open(s, tb, true);
+		if (r < 0)
+			return r;
+	}
+	return move_tree(s, fb, tb, S_ISDIR(fm.mode));
+}
+
+/* ---- small whole objects ---- */
+
+static int az_get(struct phi_store *ps, const char *path, void *buf, size_t max, size_t *ret_len)
+{
+	struct az_store *s = to_az(ps);
+	if (!buf && max)
+		return -EINVAL;
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	size_t n;
+	struct meta m;
+	r = get_blob(s, blob, buf, max, &n, &m);
+	if (r == -ENOENT) {
+		int p = parent_check(s, path);
+		return p == -ENOTDIR ? -ENOTDIR : -ENOENT;
+	}
+	if (r == -EFBIG) {
+		/* too big, or a directory or symlink that happens to be large: check which */
+		struct meta hm;
+		if (head_blob(s, blob, &hm, NULL, NULL, 0) == 0 && !S_ISREG(hm.mode))
+			return S_ISDIR(hm.mode) ? -EISDIR : -ELOOP;
+		return -EFBIG;
+	}
+	if (r < 0)
+		return r;
+	if (S_ISDIR(m.mode))
+		return -EISDIR;
+	if (S_ISLNK(m.mode))
+		return -ELOOP;
+	*ret_len = n;
+	return 0;
+}
+
+static int az_put(struct phi_store *ps, const char *path, const void *buf, size_t len)
+{
+	struct az_store *s = to_az(ps);
+	if (!buf && len)
+		return -EINVAL;
+	int r = path_check(path, false);
+	if (r < 0)
+		return r;
+	r = parent_check(s, path);
+	if (r < 0)
+		return r;
+	char blob[PHI_STORE_PATH_MAX + 1100];
+	r = blob_name(s, path, blob, sizeof blob);
+	if (r < 0)
+		return r;
+	struct meta old;
+	char etag[96];
+	r = head_blob(s, blob, &old, NULL, etag, sizeof etag);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (r == 0 && S_ISDIR(old.mode))
+		return -EISDIR;
+	/* a replaced object keeps its identity (inode number); Put Blob replaces atomically */
+	struct meta m = meta_new(S_IFREG | 0600, (uint32_t)-1, (uint32_t)-1);
+	if (r == 0)
+		m.ino = old.ino;
+	return put_blob(s, blob, buf, len, &m, NULL, NULL, 0);
+}
+
+/* ---- open / close ---- */
+
+static void az_close(struct phi_store *ps)
+{
+	struct az_store *s = to_az(ps);
+	if (!s)
+		return;
+	while (s->pool) {
+		struct curl_pool_entry *e = s->pool;
+		s->pool = e->next;
+		curl_easy_cleanup(e->h);
+		free(e);
+	}
+	if (s->key)
+		sodium_free(s->key);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->pool_lock);
+	if (s->cache)
+		for (size_t i = 0; i < ACACHE_SLOTS; i++)
+			free(s->cache[i].name);
+	free(s->cache);
+	pthread_mutex_destroy(&s->cache_lock);
+	free(s);
+}
+
+static const struct phi_store_ops az_ops = {
+	.scheme = "az",
+	.close = az_close,
+	.getattr = az_getattr,
+	.mkdir = az_mkdir,
+	.rmdir = az_rmdir,
+	.unlink = az_unlink,
+	.rename = az_rename,
+	.link = az_link,
+	.symlink = az_symlink,
+	.readlink = az_readlink,
+	.chmod = az_chmod,
+	.chown = az_chown,
+	.utimens = az_utimens,
+	.readdir = az_readdir,
+	.statfs = az_statfs,
+	.open = az_open,
+	.create = az_create,
+	.pread = az_pread,
+	.pwrite = az_pwrite,
+	.truncate = az_truncate,
+	.size = az_size,
+	.fsync = az_fsync,
+	.release = az_release,
+	.get = az_get,
+	.put = az_put,
+	.fsync_dir = az_fsync_dir,
+};
+
+/* Read the base64 account key from a file into locked memory, decoded. */
+static int load_key(const char *file, uint8_t **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return phi_neg_errno();
+	char *b64 = sodium_malloc(1024);
+	uint8_t *key = sodium_malloc(512);
+	if (!b64 || !key) {
+		if (b64)
+			sodium_free(b64);
+		if (key)
+			sodium_free(key);
+		return -ENOMEM;
+	}
+	size_t n = 0;
+	int r = 0;
+	while (n < 1023) {
+		ssize_t k = read(fd, b64 + n, 1023 - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			r = phi_neg_errno();
+			break;
+		}
+		if (k == 0)
+			break;
+		n += (size_t)k;
+	}
+	while (n && (b64[n - 1] == '\n' || b64[n - 1] == '\r' || b64[n - 1] == ' '))
+		n--;
+	b64[n] = 0;
+	size_t kl = 0;
+	if (r >= 0 && (n == 0 || n >= 1023 ||
+		       sodium_base642bin(key, 512, b64, n, NULL, &kl, NULL,
+					 sodium_base64_VARIANT_ORIGINAL) != 0 || kl == 0))
+		r = -EINVAL;
+	sodium_free(b64);
+	if (r < 0) {
+		sodium_free(key);
+		return r;
+	}
+	*ret = key;
+	*ret_len = kl;
+	return 0;
+}
+
+static bool container_ok(const char *c)
+{
+	size_t n = strlen(c);
+	if (n < 3 || n > 63)
+		return false;
+	for (const char *p = c; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+			return false;
+	return true;
+}
+
+int phi_store_azure_open(const char *url, const char *opts, struct phi_store **ret)
+{
+	if (!url || !ret || strncmp(url, "az://", 5) != 0)
+		return -EINVAL;
+	const char *p = url + 5;
+	const char *slash = strchr(p, '/');
+	if (!slash || slash == p || (size_t)(slash - p) >= 64)
+		return -EINVAL;
+	struct az_store *s = calloc(1, sizeof *s);
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->pool_lock, NULL);
+	pthread_mutex_init(&s->cache_lock, NULL);
+	s->cache = calloc(ACACHE_SLOTS, sizeof *s->cache); /* none: no caching, still correct */
+	s->base.ops = &az_ops;
+	_cleanup_store_ struct phi_store *guard = &s->base;
+	memcpy(s->account, p, (size_t)(slash - p));
+	for (const char *c = s->account; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
+			return -EINVAL;
+	const char *c0 = slash + 1;
+	const char *c1 = strchr(c0, '/');
+	size_t cl = c1 ? (size_t)(c1 - c0) : strlen(c0);
+	if (cl >= sizeof s->container)
+		return -EINVAL;
+	memcpy(s->container, c0, cl);
+	if (!container_ok(s->container))
+		return -EINVAL;
+	if (c1) {
+		const char *pf = c1 + 1;
+		size_t pl = strlen(pf);
+		while (pl && pf[pl - 1] == '/')
+			pl--;
+		if (pl >= sizeof s->prefix)
+			return -EINVAL;
+		memcpy(s->prefix, pf, pl);
+		if (pl && path_check(s->prefix, false) < 0)
+			return -EINVAL;
+	}
+
+	/* options */
+	char endpoint[256] = "", key_file[512] = "", cred[128] = "";
+	uint64_t timeout = 30, create = 0;
+	_cleanup_free_ char *o = strdup(opts ? opts : "");
+	if (!o)
+		return -ENOMEM;
+	char *save = NULL;
+	for (char *kv = strtok_r(o, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		if (!eq)
+			return -EINVAL;
+		*eq = 0;
+		const char *v = eq + 1;
+		int n;
+		if (!strcmp(kv, "endpoint"))
+			n = snprintf(endpoint, sizeof endpoint, "%s", v);
+		else if (!strcmp(kv, "key_file"))
+			n = snprintf(key_file, sizeof key_file, "%s", v);
+		else if (!strcmp(kv, "credential"))
+			n = strchr(v, '/') ? -1 : snprintf(cred, sizeof cred, "%s", v);
+		else if (!strcmp(kv, "timeout")) {
+			if (phi_parse_u64(v, 3600, &timeout) < 0 || timeout == 0)
+				return -EINVAL;
+			n = 0;
+		} else if (!strcmp(kv, "create")) {
+			if (phi_parse_u64(v, 1, &create) < 0)
+				return -EINVAL;
+			n = 0;
+		} else
+			return -EINVAL;
+		if (n < 0 || (size_t)n >= 256)
+			return -EINVAL;
+	}
+	s->deadline_ms = timeout * 1000;
+
+	if (*endpoint) {
+		size_t el = strlen(endpoint);
+		while (el && endpoint[el - 1] == '/')
+			endpoint[--el] = 0;
+		if (strncmp(endpoint, "http://", 7) && strncmp(endpoint, "https://", 8))
+			return -EINVAL;
+		/* an explicit endpoint is path-style (the emulator): /account/container/blob */
+		(void)snprintf(s->base_url, sizeof s->base_url, "%s/%s", endpoint, s->account);
+	} else {
+		(void)snprintf(s->base_url, sizeof s->base_url, "https://%s.blob.core.windows.net",
+			       s->account);
+	}
+	const char *hostp = strstr(s->base_url, "://") + 3;
+	const char *urlpath = strchr(hostp, '/');
+	(void)snprintf(s->canon_base, sizeof s->canon_base, "/%s%s", s->account,
+		       urlpath ? urlpath : "");
+
+	if (sodium_init() < 0)
+		return -EIO;
+	char kpath[768];
+	if (*key_file) {
+		(void)snprintf(kpath, sizeof kpath, "%s", key_file);
+	} else {
+		const char *cd = getenv("CREDENTIALS_DIRECTORY");
+		if (!cd || !*cd)
+			return -ENOKEY;
+		(void)snprintf(kpath, sizeof kpath, "%s/%s", cd, *cred ? cred : "phifs-azure-key");
+	}
+	int r = load_key(kpath, &s->key, &s->key_len);
+	if (r < 0)
+		return r == -ENOENT ? -ENOKEY : r;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return -EIO;
+
+	struct req q;
+	if (create) {
+		/* create=1: make the container if it is missing (tests, first deployment) */
+		r = req_init(s, &q, "PUT", NULL);
+		r = r < 0 ? r : req_query(&q, "restype", "container");
+		r = r < 0 ? r : perform(s, &q);
+		if (r < 0)
+			return r;
+		r = status_errno(&q);
+		if (r < 0 && r != -EEXIST)
+			return r;
+	}
+	/* the container must exist: a typo should fail the mount, not every operation */
+	r = req_init(s, &q, "GET", NULL);
+	r = r < 0 ? r : req_query(&q, "restype", "container");
+	r = r < 0 ? r : req_query(&q, "comp", "list");
+	r = r < 0 ? r : req_query(&q, "maxresults", "1");
+	if (r < 0)
+		return r;
+	r = perform(s, &q);
+	if (r < 0)
+		return r;
+	r = status_errno(&q);
+	if (r < 0)
+		return r == -ENOENT ? -ENXIO : r;
+	*ret = TAKE_PTR(guard);
+	return 0;
+}
