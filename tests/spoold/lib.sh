@@ -13,7 +13,8 @@ PID=
 cleanup() {
 	[ -n "$PID" ] && kill -9 "$PID" 2>/dev/null
 	# supervisors and runners of this test only (they carry our spool path)
-	pkill -9 -f "$SP/active" 2>/dev/null
+	pkill -9 -f -- "--config $T/conf" 2>/dev/null
+	pkill -9 -f -- "$SP/active/" 2>/dev/null
 	[ "${KEEP:-0}" = 1 ] || rm -rf "$T"
 }
 trap cleanup EXIT
@@ -23,6 +24,7 @@ head -c 400 /dev/zero | tr '\0' x > "$T/docs/p1/a.txt"
 
 # write_conf [key=value...]: the test config (extra lines override)
 write_conf() {
+	mkdir -p "$SP/tmp" "$SP/incoming"
 	{
 		echo "spool_dir = $SP"
 		echo "admin_group = root"
