@@ -968,9 +968,10 @@ int daemon_run(const struct config *cfg, struct hooks hooks, const struct daemon
 				if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 					d.stop = true;
 				else if (si.ssi_signo == SIGCHLD) {
+					/* only a supervisor's end is news; the backend's own commands
+					 * (squeue, sbatch) are reaped where they run */
 					while (waitpid(-1, NULL, WNOHANG) > 0)
-						;
-					need_tick = true;
+						need_tick = true;
 				}
 			}
 		}
