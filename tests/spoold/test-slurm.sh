@@ -6,7 +6,7 @@
 # ran once (the runner's ledger). Exits 77, saying why, where Slurm cannot run here.
 . "$(dirname "$0")/lib.sh"
 # 40 jobs by default: slurmd on the 2-core CI machine launched about one batch job every few
-# seconds under load (measured), so 200 would not fit the suite's time; N=200 works given time.
+# seconds under load (measured), so 200 would not fit the suite's time (N=200 not run here).
 N=${N:-40} KILLS=${KILLS:-6}
 for t in slurmctld slurmd munged mungekey sbatch squeue scontrol sacct scancel; do
 	command -v $t >/dev/null || skip "$t not installed (tools/debian-packages.txt: slurmctld slurmd slurm-client munge)"
