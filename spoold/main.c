@@ -1,0 +1,91 @@
+/* spoold: the job spool daemon. Thin main: options, config, then daemon_run(). */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "hooks.h"
+#include "phifs/util.h"
+
+#define DEFAULT_CONFIG "/etc/phifs/spoold.conf"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: spoold [--config FILE] [--spool DIR] [--check-config]\n"
+		   "  --config FILE    key = value configuration (default " DEFAULT_CONFIG ", optional)\n"
+		   "  --spool DIR      override spool_dir\n"
+		   "  --check-config   parse the configuration, print it resolved, and exit\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "spool", required_argument, NULL, 's' },
+		{ "check-config", no_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *cfg_path = NULL, *spool = NULL;
+	bool check = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			cfg_path = optarg;
+			break;
+		case 's':
+			spool = optarg;
+			break;
+		case 'k':
+			check = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	struct config cfg;
+	char err[256];
+	config_defaults(&cfg);
+	if (cfg_path || access(DEFAULT_CONFIG, F_OK) == 0) {
+		if (config_load(&cfg, cfg_path ? cfg_path : DEFAULT_CONFIG, err, sizeof err) < 0) {
+			fprintf(stderr, "spoold: %s: %s\n", cfg_path ? cfg_path : DEFAULT_CONFIG, err);
+			return 2;
+		}
+	}
+	if (spool) {
+		if (spool[0] != '/' || strlen(spool) >= sizeof cfg.spool_dir) {
+			fprintf(stderr, "spoold: --spool needs an absolute path\n");
+			return 2;
+		}
+		strcpy(cfg.spool_dir, spool);
+	}
+	if (config_resolve(&cfg, err, sizeof err) < 0) {
+		fprintf(stderr, "spoold: %s\n", err);
+		return 2;
+	}
+	if (check) {
+		printf("spool_dir = %s\nadmin_gid = %u\nbackend = %s\nrunner = %s\nmax_instances = %u\n"
+		       "lifetime_sec = %llu\ngpu_slots = %zu\n",
+		       cfg.spool_dir, (unsigned)cfg.admin_gid, cfg.backend == BACKEND_SLURM ? "slurm" : "local",
+		       cfg.runner, cfg.max_instances, (unsigned long long)cfg.lifetime_sec, cfg.ngpu_slots);
+		return 0;
+	}
+	struct daemon_opts o = { .notify_socket = getenv("NOTIFY_SOCKET") };
+	const char *wd = getenv("WATCHDOG_USEC"), *wp = getenv("WATCHDOG_PID");
+	uint64_t v, pid;
+	if (wd && phi_parse_u64(wd, UINT64_MAX / 2, &v) == 0 &&
+	    (!wp || (phi_parse_u64(wp, UINT32_MAX, &pid) == 0 && pid == (uint64_t)getpid())))
+		o.watchdog_usec = v;
+	setvbuf(stderr, NULL, _IOLBF, 0);
+	return daemon_run(&cfg, hooks_default(), &o) < 0 ? 1 : 0;
+}
