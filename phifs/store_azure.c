@@ -2077,7 +2077,8 @@ static int commit_once(struct phi_store_obj *o)
 	o->meta = m;
 	o->csize = o->low = o->size;
 	o->dirty = false;
-	memset(o->staged, 0, o->staged_cap);
+	if (o->staged) /* memset(NULL, 0, 0) is undefined */
+		memset(o->staged, 0, o->staged_cap);
 	o->session = rnd32(); /* fresh block ids: no staged leftovers can be mistaken for ours */
 	return 0;
 }

@@ -681,7 +681,8 @@ static void schedule(struct daemon *d)
 			if (d->jobs[i]->tier >= 0)
 				reserved += sched_reserve(d->cfg, d->jobs[i]->tier);
 		}
-	qsort(d->jobs, d->njobs, sizeof *d->jobs, cmp_jobs);
+	if (d->njobs) /* qsort(NULL, 0) is undefined */
+		qsort(d->jobs, d->njobs, sizeof *d->jobs, cmp_jobs);
 	for (size_t i = 0; i < d->njobs && running < d->cfg->max_instances; i++) {
 		struct jrec *r = d->jobs[i];
 		if (r->state != JS_QUEUED || r->next_try_ms > now)
