@@ -19,7 +19,12 @@ azurite_stop() {
 	fi
 	AZURITE_PID=
 }
-cleanup() { azurite_stop; rm -rf "$AZ_DIR"; }
+cleanup() {
+	azurite_stop
+	# a restarted instance (AZURITE_RESTART) may still run: its command line names our dir
+	pkill -f -- "--location $AZ_DIR/data" 2>/dev/null || true
+	rm -rf "$AZ_DIR" 2>/dev/null || { sleep 0.5; rm -rf "$AZ_DIR" 2>/dev/null; } || true
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
