@@ -88,8 +88,8 @@ static void test_parsers(void)
 		"<html>no</html>",
 		"<EnumerationResults><Blobs><Blob><Name>a</Blob></Blobs></EnumerationResults>",
 		"<EnumerationResults><Blobs><Blob><Name>a&bogus;</Name></Blob></Blobs></EnumerationResults>",
-		"<EnumerationResults><Blobs><Blob><Name>a</Name><Properties><Content-Length>x1"
-		"</Content-Length></Properties></Blob></Blobs></EnumerationResults>",
+		("<EnumerationResults><Blobs><Blob><Name>a</Name><Properties><Content-Length>x1"
+		 "</Content-Length></Properties></Blob></Blobs></EnumerationResults>"),
 		"<EnumerationResults><Blobs><Blob><Name>a</Name>",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
