@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# test-units.sh: the installed units pass `systemd-analyze verify` (with the installed
+# binaries) and stay under their exposure thresholds (`systemd-analyze security
+# --offline=yes`); sysusers.d and tmpfiles.d create the users, groups and directories on a
+# temporary root. No systemd PID 1 needed. Scores: docs/systemd.md.
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+T=$(mktemp -d /tmp/phi-test-units.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+
+D=$T/dest
+install_tree "$D"
+for u in phifs@.service phifs-auditd.service spoold.service gpurun@.service; do
+	[ -f "$D$PREFIX/lib/systemd/system/$u" ] || fail "$u not installed under $PREFIX/lib/systemd/system"
+done
+for b in phifs phifs-auditd spoold spoolctl phifs-key phifs-grant phifs-audit; do
+	[ -x "$D$PREFIX/bin/$b" ] || fail "$b not installed"
+done
+# gpurun (the job runner) is not built yet: a stand-in keeps gpurun@ verifiable
+if [ ! -x "$D$PREFIX/bin/gpurun" ]; then
+	echo "note: no gpurun binary is built yet; gpurun@.service is verified against a stand-in"
+	printf '#!/bin/sh\nexit 0\n' >"$D$PREFIX/bin/gpurun"
+	chmod 755 "$D$PREFIX/bin/gpurun"
+fi
+
+U=$T/units
+units_for_verify "$D" "$U"
+cd "$U"
+set -- ./phifs-auditd.service ./spoold.service ./phifs@job1.service ./gpurun@job1.service
+# man pages of the Documentation= lines are looked up in the installed tree
+MANPATH=$D$PREFIX/share/man systemd-analyze verify "$@" >"$T/verify.log" 2>&1 ||
+	{ cat "$T/verify.log"; fail "systemd-analyze verify"; }
+[ ! -s "$T/verify.log" ] || { cat "$T/verify.log"; fail "systemd-analyze verify printed warnings"; }
+ok "systemd-analyze verify: ${*#./}"
+# the check has teeth: a missing binary fails it
+sed "s|$D$PREFIX/bin/spoold|$D$PREFIX/bin/no-such-spoold|" spoold.service >"$T/spoold.service"
+if MANPATH=$D$PREFIX/share/man systemd-analyze verify "$T/spoold.service" >/dev/null 2>&1; then
+	fail "verify accepted a unit whose ExecStart= does not exist"
+fi
+ok "verify refuses a missing ExecStart= binary"
+
+# exposure: threshold on the 0-100 scale (1.4 shown = 14); docs/systemd.md has the scores
+check_exposure() { # UNIT THRESHOLD
+	local out score
+	out=$(systemd-analyze security --offline=yes --threshold="$2" "./$1" 2>&1) ||
+		{ echo "$out" | grep -E '✗|Overall' >&2; fail "$1: exposure over $2/100"; }
+	score=$(echo "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+	[ -n "$score" ] || fail "$1: no exposure level in the output"
+	ok "$1 exposure $score (threshold $2/100)"
+}
+check_exposure spoold.service 14
+check_exposure gpurun@job1.service 7
+check_exposure phifs-auditd.service 5
+check_exposure phifs@job1.service 37
+# the thresholds bite: an unhardened unit is far over them
+printf '[Service]\nExecStart=%s\n' "$D$PREFIX/bin/spoold" >"$T/bare.service"
+if systemd-analyze security --offline=yes --threshold=37 "$T/bare.service" >/dev/null 2>&1; then
+	fail "an unhardened unit passed --threshold=37"
+fi
+ok "an unhardened unit fails the thresholds"
+# phifs@ must not get a private mount namespace (its mount would be invisible to the host)
+for opt in ProtectSystem ProtectHome PrivateTmp PrivateDevices PrivateMounts ProtectKernelTunables \
+	ProtectKernelModules ProtectKernelLogs ProtectControlGroups ProtectProc ProcSubset \
+	ReadWritePaths ReadOnlyPaths InaccessiblePaths TemporaryFileSystem BindPaths RootDirectory \
+	MountAPIVFS PrivateUsers; do
+	! grep -q "^$opt=" phifs@.service || fail "phifs@.service sets $opt= (mount namespace)"
+done
+ok "phifs@.service has no option that needs a mount namespace"
+
+# sysusers.d + tmpfiles.d on a temporary root
+R=$T/root
+mkdir -p "$R/etc"
+cp -a "$D/." "$R/"
+systemd-sysusers --root="$R" >"$T/sysusers.log" 2>&1 || { cat "$T/sysusers.log"; fail "systemd-sysusers"; }
+for u in phifs phifs-auditd spoold gpurun; do
+	grep -q "^$u:x:[0-9]*:[0-9]*:.*:/usr/sbin/nologin$" "$R/etc/passwd" || fail "no system user $u"
+done
+for g in phi-admins phi-auditors; do
+	grep -q "^$g:x:[0-9]*:" "$R/etc/group" || fail "no group $g"
+done
+ok "sysusers: users phifs phifs-auditd spoold gpurun, groups phi-admins phi-auditors"
+systemd-tmpfiles --create --root="$R" >"$T/tmpfiles.log" 2>&1 || { cat "$T/tmpfiles.log"; fail "systemd-tmpfiles"; }
+uid() { [ "$1" = root ] && { echo 0; return; }; awk -F: -v n="$1" '$1 == n { print $3 }' "$R/etc/passwd"; }
+gid() { [ "$1" = root ] && { echo 0; return; }; awk -F: -v n="$1" '$1 == n { print $3 }' "$R/etc/group"; }
+expect_dir() { # PATH MODE USER GROUP
+	local got want
+	got=$(stat -c '%a %u %g' "$R$1" 2>/dev/null) || fail "$1 not created"
+	want="$2 $(uid "$3") $(gid "$4")"
+	[ "$got" = "$want" ] || fail "$1: mode/uid/gid $got, want $want ($2 $3 $4)"
+}
+expect_dir /var/spool/phifs 2750 spoold phi-admins
+expect_dir /var/spool/phifs/incoming 2770 spoold phi-admins
+expect_dir /var/spool/phifs/tmp 2770 spoold phi-admins
+expect_dir /var/spool/phifs/ctl 2770 spoold phi-admins
+expect_dir /var/log/phifs-audit 2750 phifs-auditd phi-auditors
+expect_dir /var/lib/phifs-audit/export 2750 phifs-auditd phi-auditors
+expect_dir /run/phifs-audit 2750 phifs-auditd phifs
+expect_dir /var/lib/phifs 700 phifs phifs
+expect_dir /var/cache/phifs 750 root gpurun
+ok "tmpfiles: spool, audit log, socket, store and cache directories with owner and mode"
+echo "test-units: all passed"
