@@ -6,6 +6,8 @@
  *
  * Without --signing-key the key is $CREDENTIALS_DIRECTORY/phifs-audit-signing-key.
  * SIGTERM/SIGINT: clean stop (audit-stop record and a final checkpoint).
+ * Under systemd ($NOTIFY_SOCKET): READY=1 once the socket listens, WATCHDOG=1 every half
+ * $WATCHDOG_USEC from the serving loop, STOPPING=1.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -13,6 +15,7 @@
 #include <sys/signalfd.h>
 
 #include "phifs/auditd.h"
+#include "phifs/notify.h"
 
 static int num(const char *s, uint64_t max, uint64_t *v)
 {
@@ -86,6 +89,10 @@ int main(int argc, char **argv)
 		phi_audit_signer_free(s);
 		return 1;
 	}
+	o.notify_socket = getenv("NOTIFY_SOCKET");
+	if (phi_notify_watchdog_usec(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"), getpid(),
+				     &o.watchdog_usec) < 0)
+		fprintf(stderr, "phifs-auditd: ignoring a malformed WATCHDOG_USEC/WATCHDOG_PID\n");
 	r = phi_auditd_run(&o, s);
 	phi_audit_signer_free(s);
 	close(o.stop_fd);

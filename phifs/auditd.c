@@ -1,6 +1,7 @@
 /* auditd.c: the audit writer. One thread: poll for requests, append every ready request as
  * one batch (one write, one fdatasync), ack, checkpoint on schedule. */
 #include "auditd.h"
+#include "notify.h"
 
 #include <inttypes.h>
 #include <poll.h>
@@ -43,6 +44,7 @@ struct w {
 	uint64_t ck_idx, ck_size, ck_good;
 	uint8_t ck_prev[PHI_AUDIT_HASH_LEN];
 	int64_t ck_last; /* CLOCK_MONOTONIC ns */
+	int64_t wd_last; /* CLOCK_MONOTONIC ns of the last WATCHDOG=1 */
 	bool ck_need_trunc;
 	bool degraded;
 	struct phi_buf out;
@@ -600,6 +602,8 @@ static int poll_timeout(const struct w *w, int64_t now)
 		due = w->ck_last + ck_ms * 1000000;
 	if (w->degraded && now + NS < due)
 		due = now + NS;
+	if (o->watchdog_usec && w->wd_last + (int64_t)(o->watchdog_usec / 2) * 1000 < due)
+		due = w->wd_last + (int64_t)(o->watchdog_usec / 2) * 1000;
 	if (due <= now)
 		return 0;
 	int64_t ms = (due - now + 999999) / 1000000;
@@ -669,6 +673,12 @@ static void serve(struct w *w)
 		if (w->npend)
 			flush_batch(w);
 		maybe_checkpoint(w);
+		/* from the loop, after the batch is committed: a hung writer stops pinging */
+		int64_t now = now_ns(CLOCK_MONOTONIC);
+		if (o->watchdog_usec && now - w->wd_last >= (int64_t)(o->watchdog_usec / 2) * 1000) {
+			(void)phi_notify_send(o->notify_socket, "WATCHDOG=1");
+			w->wd_last = now;
+		}
 	}
 }
 
@@ -699,7 +709,10 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 		goto out;
 	w.lfd = r;
 	logmsg("ready", 0);
+	w.wd_last = now_ns(CLOCK_MONOTONIC);
+	(void)phi_notify_send(o->notify_socket, "READY=1\nSTATUS=writing the audit log");
 	serve(&w);
+	(void)phi_notify_send(o->notify_socket, "STOPPING=1\nSTATUS=stopping");
 	if (w.npend)
 		flush_batch(&w);
 	if (append_self(&w, PHI_AE_AUDIT_STOP, 0, "") < 0 || checkpoint(&w, PHI_CK_STOP) < 0)

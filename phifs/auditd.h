@@ -20,6 +20,8 @@ struct phi_auditd_opts {
 	uint32_t heartbeat_s;     /* idle checkpoint; 0: 60 */
 	uint32_t max_clients;     /* 0: 1024 */
 	int stop_fd;              /* readable: clean stop (a signalfd); -1: none */
+	const char *notify_socket; /* $NOTIFY_SOCKET: READY=1 once listening, STOPPING=1; NULL: none */
+	uint64_t watchdog_usec;   /* WATCHDOG=1 from the loop every half of this; 0: none */
 };
 
 /* Recover, serve until stop_fd is readable, then write audit-stop and a final checkpoint.

@@ -4,6 +4,8 @@
  *   mount -t fuse.phifs STORE MOUNTPOINT -o key_file=FILE     (fstab works the same)
  *
  * Without a key file the master key comes from $CREDENTIALS_DIRECTORY/phifs-master-key.
+ * -o run_as=USER: once the mount is up, become USER with no capabilities (phifs@.service).
+ * Under systemd ($NOTIFY_SOCKET): READY=1 once mounted, STOPPING=1 before unmounting.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -21,6 +23,8 @@
 #include "audit.h"
 #include "grants.h"
 #include "keys.h"
+#include "notify.h"
+#include "privs.h"
 #include "store.h"
 #include "util.h"
 
@@ -29,6 +33,7 @@ struct cli {
 	char *key_file;
 	char *store_opts;
 	char *audit_socket;
+	char *run_as;
 	int grants;
 	int ro;
 	int show_help;
@@ -43,6 +48,15 @@ static const struct fuse_opt cli_opts[] = {
 	{ "store_opts=%s", offsetof(struct cli, store_opts), 0 },
 	{ "audit_socket=%s", offsetof(struct cli, audit_socket), 0 },
 	{ "grants", offsetof(struct cli, grants), 1 },
+	{ "run_as=%s", offsetof(struct cli, run_as), 0 },
+	/* fstab-only options (mount.fuse3 drops them too when it runs phifs) */
+	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
 	{ "--store-opts %s", offsetof(struct cli, store_opts), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
@@ -78,6 +92,8 @@ static void usage(void)
 	       "  -o grants                           enforce roles and grants (phifs-grant)\n"
 	       "  -o audit_socket=PATH                record every access in phifs-auditd's log\n"
 	       "                                      before answering it; deny if it cannot\n"
+	       "  -o run_as=USER                      once mounted, become USER with no capabilities\n"
+	       "  -o _netdev,nofail,auto,noauto       fstab-only; ignored\n"
 	       "  -o ro, -o allow_other, ...          the usual FUSE mount options\n"
 	       "  -f  foreground   -d  debug (never shows names or data: they are ciphertext below)\n");
 }
@@ -226,6 +242,21 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	}
 	fuse_daemonize(fo.foreground);
+	if (c.run_as) {
+		r = phi_privs_drop(c.run_as);
+		if (r < 0) {
+			/* never serve with more than asked for */
+			fprintf(stderr, "phifs: cannot drop privileges to %s: %s\n", c.run_as,
+				r == -ENOENT ? "no such user" : r == -EINVAL ? "not an unprivileged user" : strerror(-r));
+			if (audit)
+				(void)mount_record(audit, PHI_AE_UNMOUNT, c.ro);
+			fuse_session_unmount(se);
+			goto out_signals;
+		}
+	}
+	/* under systemd (Type=notify): the mount is up and audited */
+	const char *notify = getenv("NOTIFY_SOCKET");
+	(void)phi_notify_send(notify, c.run_as ? "READY=1\nSTATUS=mounted, privileges dropped" : "READY=1\nSTATUS=mounted");
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);
 	fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads > 0 && fo.max_idle_threads <= 1024 ? fo.max_idle_threads : 10);
@@ -234,6 +265,7 @@ int main(int argc, char *argv[])
 								      : audit ? 64 : 16);
 	ret = fo.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	ret = ret != 0;
+	(void)phi_notify_send(notify, "STOPPING=1\nSTATUS=unmounting");
 	if (audit)
 		(void)mount_record(audit, PHI_AE_UNMOUNT, c.ro);
 	fuse_session_unmount(se);
@@ -258,6 +290,7 @@ out:
 	free(c.key_file);
 	free(c.store_opts);
 	free(c.audit_socket);
+	free(c.run_as);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -16,7 +16,7 @@
 
 #include "job.h"
 #include "metrics.h"
-#include "notify.h"
+#include "phifs/notify.h"
 #include "prov.h"
 #include "sched.h"
 #include "spool.h"
@@ -782,7 +782,7 @@ static void tick(struct daemon *d)
 	snprintf(st, sizeof st, "STATUS=queued %llu, running %llu, done %llu, failed %llu",
 		 (unsigned long long)m.queued, (unsigned long long)m.running,
 		 (unsigned long long)m.done, (unsigned long long)m.failed);
-	(void)notify_send(d->opts->notify_socket, st);
+	(void)phi_notify_send(d->opts->notify_socket, st);
 }
 
 /* ---------- start-up ---------- */
@@ -943,7 +943,7 @@ int daemon_run(const struct config *cfg, struct hooks hooks, const struct daemon
 	rescan(&d, SD_INCOMING, intake);
 	rescan(&d, SD_CTL, ctl);
 	logf_("watching %s (backend %s, %zu queued or active)", cfg->spool_dir, d.prov->ops->name, d.njobs);
-	(void)notify_send(o->notify_socket, "READY=1");
+	(void)phi_notify_send(o->notify_socket, "READY=1");
 	tick(&d);
 	uint64_t last_tick = now_ms();
 	while (!d.stop) {
@@ -991,11 +991,11 @@ int daemon_run(const struct config *cfg, struct hooks hooks, const struct daemon
 			last_tick = t;
 		}
 		if (o->watchdog_usec && (t - d.last_wd_ms) * 1000 >= o->watchdog_usec / 2) {
-			(void)notify_send(o->notify_socket, "WATCHDOG=1");
+			(void)phi_notify_send(o->notify_socket, "WATCHDOG=1");
 			d.last_wd_ms = t;
 		}
 	}
-	(void)notify_send(o->notify_socket, "STOPPING=1");
+	(void)phi_notify_send(o->notify_socket, "STOPPING=1");
 	logf_("stopping; %zu jobs queued or active (running instances keep running)", d.njobs);
 	e = 0;
 out:

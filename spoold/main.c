@@ -6,6 +6,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "hooks.h"
+#include "phifs/notify.h"
 #include "phifs/util.h"
 
 #define DEFAULT_CONFIG "/etc/phifs/spoold.conf"
@@ -81,11 +82,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	struct daemon_opts o = { .notify_socket = getenv("NOTIFY_SOCKET") };
-	const char *wd = getenv("WATCHDOG_USEC"), *wp = getenv("WATCHDOG_PID");
-	uint64_t v, pid;
-	if (wd && phi_parse_u64(wd, UINT64_MAX / 2, &v) == 0 &&
-	    (!wp || (phi_parse_u64(wp, UINT32_MAX, &pid) == 0 && pid == (uint64_t)getpid())))
-		o.watchdog_usec = v;
+	if (phi_notify_watchdog_usec(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"), getpid(),
+				     &o.watchdog_usec) < 0)
+		fprintf(stderr, "spoold: ignoring a malformed WATCHDOG_USEC/WATCHDOG_PID\n");
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	return daemon_run(&cfg, hooks_default(), &o) < 0 ? 1 : 0;
 }

@@ -10,7 +10,7 @@
 
 #include "spoold/config.h"
 #include "spoold/metrics.h"
-#include "spoold/notify.h"
+#include "phifs/notify.h"
 #include "spoold/sched.h"
 #include "test.h"
 
@@ -26,7 +26,7 @@ static void notify_roundtrip(const char *addr)
 	else
 		unlink(addr);
 	CHECK_OK(bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)));
-	CHECK_EQ(notify_send(addr, "READY=1\nSTATUS=queued 3"), 1);
+	CHECK_EQ(phi_notify_send(addr, "READY=1\nSTATUS=queued 3"), 1);
 	char buf[64] = { 0 };
 	CHECK_EQ(recv(fd, buf, sizeof buf - 1, 0), 23);
 	CHECK(!strcmp(buf, "READY=1\nSTATUS=queued 3"));
@@ -122,8 +122,8 @@ int main(void)
 	free(txt);
 
 	/* sd_notify */
-	CHECK_EQ(notify_send(NULL, "READY=1"), 0);
-	CHECK(notify_send("relative", "READY=1") < 0);
+	CHECK_EQ(phi_notify_send(NULL, "READY=1"), 0);
+	CHECK(phi_notify_send("relative", "READY=1") < 0);
 	char path[64];
 	snprintf(path, sizeof path, "/tmp/test-spoold-notify.%d", (int)getpid());
 	notify_roundtrip(path);

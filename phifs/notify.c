@@ -6,15 +6,17 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "phifs/util.h"
+#include "util.h"
 
-int notify_send(const char *path, const char *msg)
+int phi_notify_send(const char *path, const char *msg)
 {
 	if (!path || !*path)
 		return 0;
+	if (!msg)
+		return -EINVAL;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	size_t n = strlen(path);
-	if ((path[0] != '/' && path[0] != '@') || n >= sizeof sa.sun_path)
+	if ((path[0] != '/' && path[0] != '@') || n < 2 || n >= sizeof sa.sun_path)
 		return -EINVAL;
 	memcpy(sa.sun_path, path, n);
 	if (sa.sun_path[0] == '@')
@@ -29,4 +31,21 @@ int notify_send(const char *path, const char *msg)
 	if (w < 0)
 		return phi_neg_errno();
 	return (size_t)w == l ? 1 : -EIO;
+}
+
+int phi_notify_watchdog_usec(const char *usec, const char *pid, pid_t self, uint64_t *ret_usec)
+{
+	uint64_t v = 0, p;
+	if (usec && *usec) {
+		if (phi_parse_u64(usec, UINT64_MAX / 2, &v) < 0)
+			return -EINVAL;
+		if (pid && *pid) {
+			if (phi_parse_u64(pid, UINT32_MAX, &p) < 0)
+				return -EINVAL;
+			if (p != (uint64_t)self)
+				v = 0; /* meant for another process (our parent, say) */
+		}
+	}
+	*ret_usec = v;
+	return 0;
 }
