@@ -13,7 +13,7 @@ void config_defaults(struct config *c)
 {
 	*c = (struct config){
 		.spool_dir = "/var/spool/phifs",
-		.admin_group = "phi-admin",
+		.admin_group = "phi-admins",
 		.admin_gid = (gid_t)-1,
 		.backend = BACKEND_LOCAL,
 		.runner = "/usr/local/bin/gpurun",

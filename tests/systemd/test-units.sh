@@ -78,7 +78,8 @@ done
 for g in phi-admins phi-auditors; do
 	grep -q "^$g:x:[0-9]*:" "$R/etc/group" || fail "no group $g"
 done
-ok "sysusers: users phifs phifs-auditd spoold gpurun, groups phi-admins phi-auditors"
+grep -q "^phi-admins:x:[0-9]*:spoold$" "$R/etc/group" || fail "spoold is not in phi-admins (it reads admins' 0640 job files)"
+ok "sysusers: users phifs phifs-auditd spoold gpurun, groups phi-admins (with spoold) phi-auditors"
 systemd-tmpfiles --create --root="$R" >"$T/tmpfiles.log" 2>&1 || { cat "$T/tmpfiles.log"; fail "systemd-tmpfiles"; }
 uid() { [ "$1" = root ] && { echo 0; return; }; awk -F: -v n="$1" '$1 == n { print $3 }' "$R/etc/passwd"; }
 gid() { [ "$1" = root ] && { echo 0; return; }; awk -F: -v n="$1" '$1 == n { print $3 }' "$R/etc/group"; }
