@@ -45,9 +45,13 @@ int phi_privs_drop(const char *user)
 	if (getgrouplist(user, gid, groups, &ng) < 0)
 		return -E2BIG;
 	/* the bounding set first: dropping from it needs CAP_SETPCAP, gone after setresuid */
-	for (unsigned long c = 0; c <= CAP_LAST_CAP; c++)
-		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
-			return phi_neg_errno();
+	for (unsigned long c = 0; c < 64; c++) {
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) == 0)
+			continue;
+		if (errno == EINVAL)
+			break; /* past the running kernel's last capability */
+		return phi_neg_errno();
+	}
 	if (setgroups((size_t)ng, groups) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
 		return phi_neg_errno();
 	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
