@@ -89,8 +89,8 @@ int main(int argc, char **argv)
 		phi_audit_signer_free(s);
 		return 1;
 	}
-	o.notify_socket = getenv("NOTIFY_SOCKET");
-	if (phi_notify_watchdog_usec(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"), getpid(),
+	o.notify_socket = secure_getenv("NOTIFY_SOCKET");
+	if (phi_notify_watchdog_usec(secure_getenv("WATCHDOG_USEC"), secure_getenv("WATCHDOG_PID"), getpid(),
 				     &o.watchdog_usec) < 0)
 		fprintf(stderr, "phifs-auditd: ignoring a malformed WATCHDOG_USEC/WATCHDOG_PID\n");
 	r = phi_auditd_run(&o, s);

@@ -255,7 +255,7 @@ int main(int argc, char *argv[])
 		}
 	}
 	/* under systemd (Type=notify): the mount is up and audited */
-	const char *notify = getenv("NOTIFY_SOCKET");
+	const char *notify = secure_getenv("NOTIFY_SOCKET");
 	(void)phi_notify_send(notify, c.run_as ? "READY=1\nSTATUS=mounted, privileges dropped" : "READY=1\nSTATUS=mounted");
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);

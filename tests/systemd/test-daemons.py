@@ -113,10 +113,10 @@ try:
     nobody = pwd.getpwnam('nobody')
     run('chown', '-R', '%d:%d' % (nobody.pw_uid, nobody.pw_gid), store)
 
-    def start_phifs(run_as, extra_env=None):
-        e = dict(os.environ, NOTIFY_SOCKET=ln.addr, **(extra_env or {}))
-        p = subprocess.Popen([PHIFS, '-f', '--key-file', key, '-o',
-                              'audit_socket=%s,run_as=%s' % (sock, run_as), store, mnt],
+    def start_phifs(run_as, audit=True):
+        e = dict(os.environ, NOTIFY_SOCKET=ln.addr)
+        o = ('audit_socket=%s,' % sock if audit else '') + 'run_as=' + run_as
+        p = subprocess.Popen([PHIFS, '-f', '--key-file', key, '-o', o, store, mnt],
                              env=e, stderr=subprocess.PIPE, text=True)
         procs.append(p)
         return p
@@ -148,20 +148,23 @@ try:
     check(fs.wait(WAIT) == 0, 'phifs: STOPPING=1 on unmount, exit status 0')
     check(not mounted(mnt), 'phifs: unmounted')
 
-    # refusals: root is no drop, an unknown user is no drop; neither may serve
+    # refusals: root is no drop, an unknown user is no drop; neither may serve (without
+    # audit: a loaded machine can miss the audit client's 500 ms reply deadline, and that
+    # refusal is not what is tested here)
     for bad, why in (('root', 'not an unprivileged user'), ('no-such-user-phi', 'no such user')):
-        p = start_phifs(bad)
+        p = start_phifs(bad, audit=False)
         err = p.communicate(timeout=WAIT)[1]
         check(p.returncode != 0 and why in err and not mounted(mnt),
-              'phifs: run_as=%s refused (%s), nothing left mounted' % (bad, why))
+              'phifs: run_as=%s refused (%s), nothing left mounted [rc %s, mounted %s, stderr %r]'
+              % (bad, why, p.returncode, mounted(mnt), err))
     # no READY=1 was sent for them: the next message is the auditd's STOPPING=1
     ad.send_signal(signal.SIGTERM)
     m = ln.expect('STOPPING=1', ad, skip=('WATCHDOG=1', 'STATUS=writing the audit log'))
-    check(ad.wait(WAIT) == 0, 'phifs-auditd: STOPPING=1 (%r) on SIGTERM, clean exit; no READY from refused mounts' % m)
+    check(ad.wait(WAIT) == 0, 'phifs-auditd: STOPPING=1 (%r) on SIGTERM, clean exit; no READY from refused drops' % m)
     for ev in ('mount', 'unmount'):
         rows = run(PA, 'query', '--dir', log, '--event', ev, '--format', 'csv').strip().split('\n')[1:]
-        # three mounts (the refused drops mounted first), each with its unmount
-        check(len(rows) == 3,
+        # the one audited mount, with its unmount
+        check(len(rows) == 1,
               'the audit log holds %d %s record(s) from the phifs runs' % (len(rows), ev))
 
     # ---- spoold: READY after the rescan, STATUS, WATCHDOG, STOPPING
