@@ -16,6 +16,19 @@ int spool_fsync_dir(int dfd)
 	return RET_NERRNO(fsync(dfd));
 }
 
+int spool_sync_dirs(struct spool *s, unsigned mask)
+{
+	int r = 0;
+	for (int i = 0; i < SD__N; i++) {
+		if (!(mask & SPOOL_DIR_BIT(i)))
+			continue;
+		int e = spool_fsync_dir(s->d[i]);
+		if (e < 0 && r == 0)
+			r = e;
+	}
+	return r;
+}
+
 int spool_open(struct spool *s, const char *path, bool create, bool lock)
 {
 	struct spool t = { .root = -1, .lockfd = -1 };
@@ -75,7 +88,7 @@ int spool_move(struct spool *s, enum spool_dir from, const char *fname, enum spo
 	return 0;
 }
 
-int spool_write_atomic(int dfd, const char *name, const void *data, size_t len, bool sync_dir)
+int spool_write_atomic(int dfd, const char *name, const void *data, size_t len, unsigned sync)
 {
 	char tmp[300];
 	if (snprintf(tmp, sizeof tmp, ".%s.tmp", name) >= (int)sizeof tmp)
@@ -96,12 +109,12 @@ int spool_write_atomic(int dfd, const char *name, const void *data, size_t len, 
 		p += n;
 		len -= (size_t)n;
 	}
-	if (fsync(fd) < 0 || renameat(dfd, tmp, dfd, name) < 0) {
+	if (((sync & SPOOL_SYNC_FILE) && fsync(fd) < 0) || renameat(dfd, tmp, dfd, name) < 0) {
 		int r = phi_neg_errno();
 		(void)unlinkat(dfd, tmp, 0);
 		return r;
 	}
-	return sync_dir ? spool_fsync_dir(dfd) : 0;
+	return (sync & SPOOL_SYNC_DIR) ? spool_fsync_dir(dfd) : 0;
 }
 
 int spool_read_file(int dfd, const char *name, size_t max, struct phi_buf *b, struct stat *st,
@@ -154,7 +167,7 @@ int spool_read_file(int dfd, const char *name, size_t max, struct phi_buf *b, st
 	return 0;
 }
 
-int spool_journal_save(struct spool *s, const struct jrec *r, bool sync_dir)
+int spool_journal_save(struct spool *s, const struct jrec *r, unsigned sync)
 {
 	_cleanup_free_ char *txt = NULL;
 	char name[JOB_ID_MAX_NAME];
@@ -162,7 +175,7 @@ int spool_journal_save(struct spool *s, const struct jrec *r, bool sync_dir)
 	if (e < 0)
 		return e;
 	snprintf(name, sizeof name, "%s.json", r->id);
-	return spool_write_atomic(s->d[SD_JOURNAL], name, txt, strlen(txt), sync_dir);
+	return spool_write_atomic(s->d[SD_JOURNAL], name, txt, strlen(txt), sync);
 }
 
 int spool_journal_load(struct spool *s, const char *id, struct jrec *r)
@@ -176,7 +189,7 @@ int spool_journal_load(struct spool *s, const char *id, struct jrec *r)
 	return jrec_parse(b.p, b.len, r);
 }
 
-int spool_result_save(struct spool *s, enum spool_dir d, const struct jrec *r)
+int spool_result_save(struct spool *s, enum spool_dir d, const struct jrec *r, unsigned sync)
 {
 	_cleanup_free_ char *txt = NULL;
 	char name[JOB_ID_MAX_NAME];
@@ -184,7 +197,7 @@ int spool_result_save(struct spool *s, enum spool_dir d, const struct jrec *r)
 	if (e < 0)
 		return e;
 	snprintf(name, sizeof name, "%s.result.json", r->id);
-	return spool_write_atomic(s->d[d], name, txt, strlen(txt), false);
+	return spool_write_atomic(s->d[d], name, txt, strlen(txt), sync);
 }
 
 int spool_reject(struct spool *s, const char *name, unsigned long ino, const char *reason)
@@ -197,7 +210,7 @@ int spool_reject(struct spool *s, const char *name, unsigned long ino, const cha
 	int n = snprintf(line, sizeof line, "%s\n", reason);
 	/* the reason first: a crash between the two leaves a reason without its file, never a
 	 * refused file without its reason */
-	int r = spool_write_atomic(s->d[SD_REJECTED], rn, line, (size_t)n, false);
+	int r = spool_write_atomic(s->d[SD_REJECTED], rn, line, (size_t)n, SPOOL_SYNC_FILE);
 	if (r < 0)
 		return r;
 	return spool_move(s, SD_INCOMING, name, SD_REJECTED, dst, true);

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# bench.sh: spoold's throughput and latency, with a no-op runner (issue 5's benchmark).
+#
+#   meson setup build-rel -Dbuildtype=release && meson compile -C build-rel
+#   SPOOLD=build-rel/spoold/spoold SPOOLCTL=build-rel/tools/spoolctl bash tests/spoold/bench.sh
+#
+# Env: BENCH_JOBS (10000) jobs dropped at once on the local backend; BENCH_IDLE (200) jobs
+# dropped one at a time at idle for drop-to-provision latency; BENCH_SLURM_JOBS (100) for the
+# Slurm part (0 skips it), which runs spoold's Slurm backend and then plain sbatch of the
+# same jobs on the same one-node Slurm (tests/spoold/slurm-local.sh), and prints them side
+# by side. As root. Prints one Markdown table per part; nothing here is a pass/fail test.
+set -u
+. "$(dirname "$0")/lib.sh"
+N=${BENCH_JOBS:-10000} IDLE=${BENCH_IDLE:-200} NS=${BENCH_SLURM_JOBS:-100}
+
+# The no-op runner: records "<id> <start epoch s>" (bash's EPOCHREALTIME, no fork) and the
+# status file spoold reads, then exits.
+NOOP=$T/noop-runner
+cat > "$NOOP" <<'R'
+#!/bin/bash
+printf '%s %s\n' "$(basename "$1" .json)" "$EPOCHREALTIME" >> "$BENCH_LEDGER"
+printf '{"tokens_in": 1, "tokens_out": 1}\n' > "$SPOOLD_STATUS_FILE"
+R
+chmod 755 "$NOOP"
+export BENCH_LEDGER=$T/starts
+
+# drops.py MODE ...: drop job files by rename and print the drop times (epoch s).
+cat > "$T/drops.py" <<'PY'
+import json, os, sys, time
+mode, sp, n, prefix = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def body(i):
+    return json.dumps({"version": 1, "id": f"{prefix}{i}", "patient": "p1", "documents": ["*.txt"],
+                       "task": "summarize", "model": "m.gguf", "max_tokens": 8,
+                       "requested_by": "bench", "purpose": "treatment"}) + "\n"
+if mode == "burst":  # write all to tmp/ first, then rename them into incoming/ as fast as possible
+    for i in range(n):
+        with open(f"{sp}/tmp/.{prefix}{i}", "w") as f:
+            f.write(body(i))
+    t0 = time.time()
+    for i in range(n):
+        os.rename(f"{sp}/tmp/.{prefix}{i}", f"{sp}/incoming/{prefix}{i}.json")
+    print(f"{t0:.6f} {time.time():.6f}")
+else:  # idle: one at a time, each after the previous one has ended
+    for i in range(n):
+        with open(f"{sp}/tmp/.{prefix}{i}", "w") as f:
+            f.write(body(i))
+        t = time.time()
+        os.rename(f"{sp}/tmp/.{prefix}{i}", f"{sp}/incoming/{prefix}{i}.json")
+        print(f"{prefix}{i} {t:.6f}", flush=True)
+        res = f"{sp}/done/{prefix}{i}.result.json"
+        for _ in range(20000):
+            if os.path.exists(res) or os.path.exists(f"{sp}/failed/{prefix}{i}.result.json"):
+                break
+            time.sleep(0.002)
+        time.sleep(0.05)
+PY
+
+# pct FILE: p50 and p99 (ms) of the numbers (seconds) in FILE
+pct() { sort -g "$1" | awk '{v[NR]=$1} END{ if (!NR) { print "n/a n/a"; exit }
+	i50=int(NR*0.50+0.5); i99=int(NR*0.99+0.5); if (i50<1) i50=1; if (i99<1) i99=1; if (i99>NR) i99=NR
+	printf "%.1f %.1f\n", v[i50]*1000, v[i99]*1000 }'; }
+now() { date +%s.%N; }
+terminal() { echo $(( $(ls "$SP/done" | grep -c '\.result\.json$') + $(ls "$SP/failed" | grep -c '\.result\.json$') )); }
+hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$PID/status"; }
+
+# run_burst PREFIX N: drop N jobs at once; prints "accept_s total_s"
+run_burst() {
+	local prefix=$1 n=$2 t0 t_acc= t_all= line
+	line=$(python3 "$T/drops.py" burst "$SP" "$n" "$prefix")
+	t0=${line% *}
+	while :; do
+		local inc term
+		inc=$(ls -f "$SP/incoming" | grep -c '\.json$')
+		if [ -z "$t_acc" ] && [ "$inc" = 0 ]; then t_acc=$(now); fi
+		term=$(terminal)
+		if [ "$term" -ge "$n" ]; then t_all=$(now); [ -n "$t_acc" ] || t_acc=$t_all; break; fi
+		alive || fail "spoold died"
+		sleep 0.01
+	done
+	awk -v a="$t_acc" -v b="$t_all" -v t0="$t0" 'BEGIN{ printf "%.3f %.3f\n", a-t0, b-t0 }'
+}
+
+# latencies PREFIX DROPS: drop->provision (spoold's started_ms) and drop->runner start, seconds
+latencies() {
+	python3 - "$SP" "$2" "$BENCH_LEDGER" "$T/lat.prov" "$T/lat.start" <<'PY'
+import json, sys
+sp, drops, ledger, outp, outs = sys.argv[1:6]
+d = dict(l.split() for l in open(drops))
+st = {}
+for l in open(ledger):
+    k, v = l.split()
+    st.setdefault(k, float(v))
+with open(outp, "w") as fp, open(outs, "w") as fs:
+    for k, t in d.items():
+        try:
+            r = json.load(open(f"{sp}/done/{k}.result.json"))
+        except OSError:
+            continue
+        if r.get("started_ms"):
+            fp.write(f"{r['started_ms'] / 1000 - float(t):.6f}\n")
+        if k in st:
+            fs.write(f"{st[k] - float(t):.6f}\n")
+PY
+}
+
+echo "spoold benchmark: $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- local backend ----
+write_conf "runner = $NOOP" "max_instances = 20" "gpu_slots = $(seq -s, 0 19)" "tick_ms = 100"
+start
+wait_for 10 "spoold up" test -d "$SP/queue"
+sleep 0.5
+read -r acc all < <(run_burst b "$N")
+rss=$(hwm_kb)
+: > "$BENCH_LEDGER"
+python3 "$T/drops.py" idle "$SP" "$IDLE" i > "$T/drops.idle"
+latencies i "$T/drops.idle"
+read -r p50 p99 < <(pct "$T/lat.prov")
+read -r s50 s99 < <(pct "$T/lat.start")
+rss2=$(hwm_kb)
+stop
+echo
+echo "### local backend ($N jobs dropped at once; $IDLE dropped one at a time at idle)"
+echo
+echo "| metric | spoold | goal |"
+echo "|---|---:|---:|"
+awk -v n="$N" -v a="$acc" 'BEGIN{ printf "| time until all %d accepted (s) | %.2f | |\n| intake (jobs/s) | %.0f | >= 1000 |\n", n, a, n/a }'
+awk -v n="$N" -v a="$all" 'BEGIN{ printf "| whole pipeline, drop to all ended (jobs/s) | %.1f | |\n", n/a }'
+echo "| drop to provision at idle, p50 / p99 (ms) | $p50 / $p99 | p99 < 20 |"
+echo "| drop to runner start at idle, p50 / p99 (ms) | $s50 / $s99 | |"
+echo "| spoold peak RSS (MiB) | $(awk -v k="${rss2:-$rss}" 'BEGIN{printf "%.1f", k/1024}') | |"
+
+# ---- Slurm: spoold's backend beside plain sbatch ----
+[ "$NS" -gt 0 ] || exit 0
+for t in slurmctld slurmd munged sbatch squeue; do
+	command -v $t >/dev/null || { echo "(Slurm part skipped: $t not installed)"; exit 0; }
+done
+export SLURM_LOCAL_DIR=$T/slurm SLURM_LOCAL_CPUS=16 SLURM_LOCAL_GPUS=8
+export SLURM_LOCAL_CTLD_PORT=${SLURM_LOCAL_CTLD_PORT:-16827} SLURM_LOCAL_SLURMD_PORT=${SLURM_LOCAL_SLURMD_PORT:-16828}
+SL=$here/slurm-local.sh
+chmod 755 "$T"
+"$SL" up > "$T/slurm-up.log" 2>&1 || { "$SL" down >/dev/null 2>&1; echo "(Slurm part skipped: one-node Slurm did not start)"; exit 0; }
+trap '"$SL" down >/dev/null 2>&1; cleanup' EXIT
+export SLURM_CONF=$SLURM_LOCAL_DIR/etc/slurm.conf
+rm -rf "$SP"; : > "$BENCH_LEDGER"
+write_conf "runner = $NOOP" "backend = slurm" "max_instances = 20" "tick_ms = 200" "lifetime_sec = 300"
+start
+wait_for 10 "spoold up" test -d "$SP/queue"
+sleep 0.5
+read -r sacc sall < <(run_burst s "$NS")
+stop
+# plain sbatch: the same runner, the same options spoold passes, submitted in a loop
+: > "$BENCH_LEDGER"
+mkdir -p "$T/plain"
+for ((i = 0; i < NS; i++)); do
+	printf '{"id":"q%d"}\n' "$i" > "$T/plain/q$i.json"
+done
+t0=$(now)
+for ((i = 0; i < NS; i++)); do
+	SPOOLD_STATUS_FILE=$T/plain/q$i.status sbatch --parsable --no-requeue --job-name="plain-q$i" --gres=gpu:1 --time=5 \
+		--output="$T/plain/q$i.log" --export=ALL,SPOOLD_STATUS_FILE=$T/plain/q$i.status,BENCH_LEDGER=$BENCH_LEDGER \
+		--wrap "exec '$NOOP' '$T/plain/q$i.json'" >/dev/null || fail "sbatch failed"
+done
+t_sub=$(now)
+wait_for 3600 "plain sbatch jobs ended" sh -c "[ \$(wc -l < $BENCH_LEDGER) -ge $NS ] && [ -z \"\$(squeue -h -n \$(seq -s, -f plain-q%g 0 $((NS - 1))) 2>/dev/null)\" ]"
+t_end=$(now)
+echo
+echo "### Slurm backend beside plain sbatch ($NS jobs at once, one-node Slurm, fake GPUs)"
+echo
+echo "| metric | spoold (slurm) | plain sbatch | spoold / sbatch |"
+echo "|---|---:|---:|---:|"
+awk -v n="$NS" -v a="$sall" -v b="$(awk -v x="$t_end" -v y="$t0" 'BEGIN{print x-y}')" \
+	'BEGIN{ printf "| jobs/s, first drop (or sbatch) to all ended | %.2f | %.2f | %.2f |\n", n/a, n/b, (n/a)/(n/b) }'
+awk -v a="$sacc" -v s="$(awk -v x="$t_sub" -v y="$t0" 'BEGIN{print x-y}')" -v n="$NS" \
+	'BEGIN{ printf "| time until all accepted / submitted (s) | %.2f | %.2f | |\n", a, s }'
