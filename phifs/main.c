@@ -30,6 +30,7 @@ struct cli {
 	char *store_opts;
 	char *audit_socket;
 	int grants;
+	int direct_io;
 	int ro;
 	int show_help;
 };
@@ -43,6 +44,7 @@ static const struct fuse_opt cli_opts[] = {
 	{ "store_opts=%s", offsetof(struct cli, store_opts), 0 },
 	{ "audit_socket=%s", offsetof(struct cli, audit_socket), 0 },
 	{ "grants", offsetof(struct cli, grants), 1 },
+	{ "direct_io", offsetof(struct cli, direct_io), 1 },
 	{ "--store-opts %s", offsetof(struct cli, store_opts), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
@@ -77,6 +79,7 @@ static void usage(void)
 	       "                                      default $CREDENTIALS_DIRECTORY/" PHI_CRED_NAME "\n"
 	       "  -o grants                           enforce roles and grants (phifs-grant)\n"
 	       "  -o audit_socket=PATH                record every access in phifs-auditd's log\n"
+	       "  -o direct_io                        no page cache for file contents (plaintext)\n"
 	       "                                      before answering it; deny if it cannot\n"
 	       "  -o ro, -o allow_other, ...          the usual FUSE mount options\n"
 	       "  -f  foreground   -d  debug (never shows names or data: they are ciphertext below)\n");
@@ -196,7 +199,7 @@ int main(int argc, char *argv[])
 				"checked by Unix permissions only and not audited\n");
 	if (r >= 0)
 		r = phifs_new(s, kr,
-			      &(struct phifs_opts){ .ro = c.ro, .mountpoint = mp_real, .grants = grants,
+			      &(struct phifs_opts){ .ro = c.ro, .direct_io = c.direct_io, .mountpoint = mp_real, .grants = grants,
 						    .audit = audit, .lookup_key = lookup_key },
 			      &fs);
 	if (r < 0)
