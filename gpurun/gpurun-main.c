@@ -172,9 +172,9 @@ int main(int argc, char **argv)
 		.job = job,
 		.status_path = status && *status ? status : NULL,
 		.attempt_name = secure_getenv("SPOOLD_NAME"),
-		.stop_in_inference = hook && !strcmp(hook, "inference"),
-		.stop_before_scrub = hook && !strcmp(hook, "before-scrub"),
-		.stop_after_scrub = hook && !strcmp(hook, "after-scrub"),
+		.stop_in_inference = hook && strstr(hook, "inference"),
+		.stop_before_scrub = hook && strstr(hook, "before-scrub"),
+		.stop_after_scrub = hook && strstr(hook, "after-scrub"),
 	};
 	const char *once = secure_getenv("GPURUN_TEST_STOP_ONCE");
 	if (hook && once && *once) {
