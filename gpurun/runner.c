@@ -850,6 +850,21 @@ static void supervise(const struct runner_opts *o, struct parent_state *ps, pid_
 		;
 }
 
+/* Empty mount points of this job's earlier attempts that were killed (kill -9 leaves the
+ * directory; the mount itself went with the namespace). rmdir fails on anything else. */
+static void remove_stale(const char *dir, const char *id)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	size_t l = strlen(id);
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (!strncmp(de->d_name, id, l) && de->d_name[l] == '.' && strlen(de->d_name + l) == 7)
+			(void)unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
+	closedir(d);
+}
+
 int runner_run(const struct runner_opts *o)
 {
 	const struct runconf *c = o->cfg;
@@ -874,6 +889,7 @@ int runner_run(const struct runner_opts *o)
 		set_error(&ps, RUN_PROVISION, "mount_dir: %s", strerror(errno));
 		goto out;
 	}
+	remove_stale(c->mount_dir, o->job->id);
 	snprintf(mnt, sizeof mnt, "%s/%s.XXXXXX", c->mount_dir, o->job->id);
 	if (!mkdtemp(mnt)) {
 		set_error(&ps, RUN_PROVISION, "mount point: %s", strerror(errno));
