@@ -26,12 +26,12 @@ AK=$T/ak ALOG=$T/alog AEXP=$T/aexp ASOCK=$T/audit.sock
 mkdir -p "$SVC" "$AK" "$AEXP" "$T/models" "$SP/incoming" "$SP/tmp"
 AUDITD_PID= SVC_PID= SPOOLD_PID=
 run_cleanup() {
-	[ -z "$SPOOLD_PID" ] || kill -9 "$SPOOLD_PID" 2>/dev/null || true
+	[ -z "$SPOOLD_PID" ] || { kill -9 "$SPOOLD_PID" && wait "$SPOOLD_PID"; } 2>/dev/null || true
 	# supervisors and runners of this test only (their command lines carry our spool)
 	for p in $(pgrep -f -- "$SP/active/" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
 	mountpoint -q "$SVC" && { fusermount3 -u "$SVC" 2>/dev/null || umount -l "$SVC"; }
 	[ -z "$SVC_PID" ] || wait "$SVC_PID" 2>/dev/null || true
-	[ -z "$AUDITD_PID" ] || kill -9 "$AUDITD_PID" 2>/dev/null || true
+	[ -z "$AUDITD_PID" ] || { kill -9 "$AUDITD_PID" && wait "$AUDITD_PID"; } 2>/dev/null || true
 	[ "${KEEP:-0}" = 1 ] || rm -rf "$T"
 }
 trap run_cleanup EXIT
