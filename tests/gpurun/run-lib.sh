@@ -13,7 +13,7 @@ fail() {
 	exit 1
 }
 ok() { echo "ok: $*"; }
-: "${PHIFS:?}" "${PHIFS_KEY:?}" "${PHIFS_GRANT:?}" "${PHIFS_AUDIT:?}" "${AUDITD:?}" "${SPOOLD:?}" "${GPURUN:?}"
+: "${SPOOLCTL:=}" "${PHIFS:?}" "${PHIFS_KEY:?}" "${PHIFS_GRANT:?}" "${PHIFS_AUDIT:?}" "${AUDITD:?}" "${SPOOLD:?}" "${GPURUN:?}"
 [ "$(id -u)" = 0 ] || skip "needs root (FUSE mounts, mount namespaces)"
 [ -e /dev/fuse ] || skip "no /dev/fuse"
 unshare -m true 2>/dev/null || skip "cannot create a mount namespace here"

@@ -4,7 +4,8 @@
 # mount is there in its namespace, kills gpurun with SIGKILL, and checks: the worker and
 # phifs die with it and the mount is gone from every namespace; spoold retries (a signal it
 # did not send); the second attempt ends done; the results folder holds exactly one output
-# and one record, of attempt 2; both attempts' grants are revoked.
+# and one record, of attempt 2; both attempts' grants are revoked. Then an operator cancels
+# a job mid-inference: the group SIGTERM path (the same as at the lifetime) scrubs and unmounts.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/run-lib.sh"
 . "$here/docs-lib.sh"
@@ -54,3 +55,25 @@ assert sorted(x["reason"] for x in g) == ["spoold attempt spoold-j-kill.1", "spo
 PY
 [ -z "$(ls -A "$RUN")" ] || fail "mount point left: $(ls -A "$RUN")"
 ok "one grant per attempt, both revoked; no mount point left"
+
+# an operator's cancel mid-inference: spoold's supervisor sends SIGTERM to gpurun's whole
+# process group (as at the lifetime); phifs has it blocked (gpurun unmounts it), the worker
+# scrubs, gpurun exits 9 with a status JSON; the job ends failed, its grant revoked
+touch "$T/once"
+drop_job j-cancel p-alpha '["notes/*.txt"]'
+L1=$SP/journal/spoold-j-cancel.1.log
+wait_for 120 "j-cancel's worker" have_worker
+W=$(sed -n 's/.*worker_pid=\([0-9]*\).*/\1/p' "$L1")
+wait_for 120 "the worker to stop mid-inference" stopped
+"$SPOOLCTL" --config "$T/spoold.conf" cancel j-cancel >/dev/null
+term_pending() { grep -q '^SigPnd:.*[1-9a-f]' "/proc/$W/status" 2>/dev/null || grep -q '^ShdPnd:.*[1-9a-f]' "/proc/$W/status" 2>/dev/null; }
+wait_for 60 "the SIGTERM to reach the worker" term_pending
+kill -CONT "$W"
+wait_for 120 "j-cancel to end" test -e "$SP/failed/j-cancel.result.json"
+S=$SP/journal/spoold-j-cancel.1.status.json
+[ "$(json "$S" exit)" = 9 ] || fail "cancel: exit $(json "$S" exit)"
+[ "$(json "$S" scrub.host.engine_freed)" = True ] && [ "$(json "$S" scrub.mount.unmounted)" = True ] &&
+	[ "$(json "$S" scrub.mount.gone)" = True ] || fail "cancel: not scrubbed"
+grep -qsF "$RUN/" /proc/[0-9]*/mountinfo && fail "cancel: a job mount is left"
+[ -z "$(ls -A "$RUN")" ] || fail "cancel: mount point left"
+ok "cancel mid-inference (SIGTERM to the group): exit 9, worker scrubbed, mount unmounted and gone, nothing left"
