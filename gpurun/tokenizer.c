@@ -403,10 +403,10 @@ static void spm_encode(const struct phi_tok *t, const char *text, size_t len, bo
 {
 	/* "▁" (U+2581) for every space, and one in front when asked */
 	size_t cap = (len + 1) * 3;
-	_cleanup_free_ char *s = malloc(cap);
-	_cleanup_free_ struct sym *sy = calloc(len + 1, sizeof(*sy));
+	_cleanup_erase_ char *s = malloc(cap);
+	_cleanup_erase_ struct sym *sy = calloc(len + 1, sizeof(*sy));
 	/* each merge adds at most 2 candidates to the n - 1 initial ones */
-	_cleanup_free_ struct bigram *h = calloc(3 * (len + 2), sizeof(*h));
+	_cleanup_erase_ struct bigram *h = calloc(3 * (len + 2), sizeof(*h));
 	if (!s || !sy || !h) {
 		o->err = -ENOMEM;
 		return;
@@ -635,8 +635,8 @@ static void bpe_piece(const struct phi_tok *t, const uint8_t *p, size_t len, str
 
 static void bpe_encode(const struct phi_tok *t, const char *text, size_t len, struct out *o)
 {
-	_cleanup_free_ uint32_t *cp = calloc(len + 1, sizeof(uint32_t));
-	_cleanup_free_ size_t *off = calloc(len + 1, sizeof(size_t));
+	_cleanup_erase_ uint32_t *cp = calloc(len + 1, sizeof(uint32_t));
+	_cleanup_erase_ size_t *off = calloc(len + 1, sizeof(size_t));
 	if (!cp || !off) {
 		o->err = -ENOMEM;
 		return;

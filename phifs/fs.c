@@ -455,7 +455,7 @@ static void patient_of(struct phifs *fs, struct node *n, char *id, size_t size)
 
 /* The policy looks only at the first component of the path inside the patient (a job
  * writes only below results/): "" for the patient directory itself, "results" for that
- * folder and everything below it, "-" for anything else. Plaintext names are not kept,
+ * folder, "results/-" for everything below it, "-" for anything else. Plaintext names are not kept,
  * so the top-level store name is compared with the encrypted name of "results". */
 static const char *scope_of(struct phifs *fs, struct node *n, const char *name)
 {
@@ -463,19 +463,22 @@ static const char *scope_of(struct phifs *fs, struct node *n, const char *name)
 		return !name ? "" : strcmp(name, "results") ? "-" : "results";
 	char top[PHI_STORE_NAME_MAX + 1] = "";
 	struct node *pn = NULL;
+	bool is_top = false;
 	pthread_mutex_lock(&fs->lock);
 	for (struct node *c = n; c->nal; c = c->al[0].parent) {
 		if (c->al[0].parent->kind == K_PATIENT) {
 			pn = c->al[0].parent;
+			is_top = c == n;
 			snprintf(top, sizeof(top), "%s", c->al[0].name);
 			break;
 		}
 	}
 	pthread_mutex_unlock(&fs->lock);
 	struct target t;
-	if (!pn || resolve(fs, pn, "results", &t) < 0)
+	if (!pn || resolve(fs, pn, "results", &t) < 0 || strcmp(t.e.store, top))
 		return "-";
-	return strcmp(t.e.store, top) ? "-" : "results";
+	/* the folder itself, or something below it (the job's write scope, policy.c) */
+	return is_top && !name ? "results" : "results/-";
 }
 
 static void audit_fill(struct phifs *fs, const struct access *a, const struct fuse_ctx *ctx,
@@ -1511,7 +1514,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
 /* ---- files ---- */
 
-static int handle_new(struct node *n, int flags, struct fuse_file_info *fi)
+static int handle_new(const struct phifs *fs, struct node *n, int flags, struct fuse_file_info *fi)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 	if (!h)
@@ -1519,6 +1522,10 @@ static int handle_new(struct node *n, int flags, struct fuse_file_info *fi)
 	h->n = n;
 	h->flags = flags;
 	fi->fh = (uint64_t)(uintptr_t)h;
+	if (fs->opts.direct_io) {
+		fi->direct_io = 1;
+		fi->keep_cache = 0;
+	}
 	return 0;
 }
 
@@ -1538,7 +1545,7 @@ static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi
 	pthread_mutex_lock(&n->io);
 	r = attach(fs, n, path, (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY);
 	if (r >= 0)
-		r = handle_new(n, fi->flags, fi);
+		r = handle_new(fs, n, fi->flags, fi);
 	if (r >= 0)
 		n->opens++;
 	else if (!n->opens)
@@ -1620,7 +1627,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (r >= 0)
 		r = entry_for(fs, d, &t, &e, &n);
 	if (r >= 0)
-		r = handle_new(n, fi->flags, fi);
+		r = handle_new(fs, n, fi->flags, fi);
 	if (r < 0) {
 		phi_cfile_free(cf);
 		if (obj)

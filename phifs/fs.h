@@ -20,6 +20,9 @@ struct phi_key;
 
 struct phifs_opts {
 	bool ro;
+	/* Every open file bypasses the kernel page cache (FOPEN_DIRECT_IO), so no plaintext
+	 * page of this mount outlives the reads and writes that moved it (gpurun's mounts). */
+	bool direct_io;
 	const char *mountpoint; /* absolute; used to raise the kernel's readahead for the mount */
 	/* Access control (docs/grants-format.md): NULL leaves it to Unix permissions alone. */
 	struct phi_grants *grants;

@@ -35,6 +35,7 @@ struct cli {
 	char *audit_socket;
 	char *run_as;
 	int grants;
+	int direct_io;
 	int ro;
 	int show_help;
 };
@@ -57,6 +58,7 @@ static const struct fuse_opt cli_opts[] = {
 	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	{ "direct_io", offsetof(struct cli, direct_io), 1 },
 	{ "--store-opts %s", offsetof(struct cli, store_opts), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
@@ -92,6 +94,7 @@ static void usage(void)
 	       "  -o grants                           enforce roles and grants (phifs-grant)\n"
 	       "  -o audit_socket=PATH                record every access in phifs-auditd's log\n"
 	       "                                      before answering it; deny if it cannot\n"
+	       "  -o direct_io                        no page cache for file contents (plaintext)\n"
 	       "  -o run_as=USER                      once mounted, become USER with no capabilities\n"
 	       "  -o _netdev,nofail,auto,noauto       fstab-only; ignored\n"
 	       "  -o ro, -o allow_other, ...          the usual FUSE mount options\n"
@@ -212,7 +215,7 @@ int main(int argc, char *argv[])
 				"checked by Unix permissions only and not audited\n");
 	if (r >= 0)
 		r = phifs_new(s, kr,
-			      &(struct phifs_opts){ .ro = c.ro, .mountpoint = mp_real, .grants = grants,
+			      &(struct phifs_opts){ .ro = c.ro, .direct_io = c.direct_io, .mountpoint = mp_real, .grants = grants,
 						    .audit = audit, .lookup_key = lookup_key },
 			      &fs);
 	if (r < 0)

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,21 @@ static inline void phi_freep(void *p)
 	*(void **)p = NULL;
 }
 #define _cleanup_free_ _cleanup_(phi_freep)
+
+/* free() after wiping the whole allocation: for buffers that held plaintext or secrets */
+static inline void phi_erase_free(void *q)
+{
+	if (q) {
+		explicit_bzero(q, malloc_usable_size(q));
+		free(q);
+	}
+}
+static inline void phi_erase_freep(void *p)
+{
+	phi_erase_free(*(void **)p);
+	*(void **)p = NULL;
+}
+#define _cleanup_erase_ _cleanup_(phi_erase_freep)
 
 static inline void phi_closep(int *fd)
 {

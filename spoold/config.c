@@ -17,6 +17,7 @@ void config_defaults(struct config *c)
 		.admin_gid = (gid_t)-1,
 		.backend = BACKEND_LOCAL,
 		.runner = "/usr/local/bin/gpurun",
+		.job_user = "nobody",
 		.gpu_slots = { 0 },
 		.ngpu_slots = 1,
 		.max_instances = 20,
@@ -146,7 +147,8 @@ static int set_key(struct config *c, const char *k, const char *v, const char **
 		return 0;
 	}
 	if (!strcmp(k, "runner") || !strcmp(k, "documents_root") || !strcmp(k, "metrics_file") ||
-	    !strcmp(k, "slurm_bin_dir")) {
+	    !strcmp(k, "slurm_bin_dir") || !strcmp(k, "phifs_store") ||
+	    !strcmp(k, "phifs_key_file") || !strcmp(k, "audit_socket")) {
 		if (*v && v[0] != '/') {
 			*problem = "must be an absolute path";
 			return -EINVAL;
@@ -154,8 +156,18 @@ static int set_key(struct config *c, const char *k, const char *v, const char **
 		char *dst = !strcmp(k, "runner")         ? c->runner
 			    : !strcmp(k, "documents_root") ? c->documents_root
 			    : !strcmp(k, "metrics_file")   ? c->metrics_file
+			    : !strcmp(k, "phifs_store")    ? c->phifs_store
+			    : !strcmp(k, "phifs_key_file") ? c->phifs_key_file
+			    : !strcmp(k, "audit_socket")   ? c->audit_socket
 							   : c->slurm_bin_dir;
 		return set_str(dst, CONFIG_PATH_MAX, v);
+	}
+	if (!strcmp(k, "job_user")) {
+		if (!*v) {
+			*problem = "must not be empty";
+			return -EINVAL;
+		}
+		return set_str(c->job_user, sizeof c->job_user, v);
 	}
 	if (!strcmp(k, "slurm_partition"))
 		return set_str(c->slurm_partition, sizeof c->slurm_partition, v);

@@ -38,6 +38,12 @@ struct config {
 	uint64_t prov_fail_alert;      /* alert on more than this many failures ... */
 	uint64_t prov_fail_window_sec; /* ... within this window */
 	uint64_t tick_ms;
+	/* grants and audit (hooks.h): with phifs_store and phifs_key_file set, every attempt
+	 * gets a real job grant for job_user, and audit_socket (if set) gets the job events */
+	char phifs_store[CONFIG_PATH_MAX];    /* "" = not set: hooks only log */
+	char phifs_key_file[CONFIG_PATH_MAX];
+	char audit_socket[CONFIG_PATH_MAX];
+	char job_user[64]; /* the runner's job user (gpurun.conf job_user); default nobody */
 	char slurm_partition[64];
 	char slurm_bin_dir[CONFIG_PATH_MAX]; /* "" = PATH */
 };

@@ -1,6 +1,8 @@
 /* hooks.h: the one seam between spoold and phifs's access layer. Job grants and audit
- * events go through these three calls. hooks_default() logs them to stderr (the journal)
- * without PHI; the lead wires phifs/grants.* and phifs/audit-client.* here later.
+ * events go through these three calls. hooks_phifs_new() is the real implementation:
+ * job grants on the store (phifs/grants.h) and durable audit records (phifs/audit-client.h);
+ * spoold uses it when its config names phifs_store and phifs_key_file. hooks_default()
+ * only logs them to stderr (the journal) without PHI.
  *
  * Contract:
  *   grant_issue: idempotent by `name` (spoold-<id>.<attempt>); grants the job role on
@@ -51,7 +53,22 @@ struct hooks {
 };
 
 const char *hook_event_name(enum hook_event e);
-/* Stand-in until the lead wires phifs: log lines "spoold: audit ..." / "spoold: grant ...". */
+/* Log only: lines "spoold: audit ..." / "spoold: grant ..." (no phifs store configured). */
 struct hooks hooks_default(void);
+
+struct hooks_phifs_cfg {
+	const char *store;        /* store URL */
+	const char *key_file;     /* master key file */
+	const char *audit_socket; /* NULL or "": grant and job events are only logged */
+	const char *job_user;     /* the principal of job grants: the runner's job user */
+};
+/* Real hooks: grant_issue adds a job grant (role job, purpose job, the job's patient,
+ * principal job_user, reason "spoold attempt <name>", which makes it idempotent by name);
+ * grant_revoke revokes it; audit submits job-submit/-start/-end records (patient as a
+ * pseudonym, never in clear) and grant-create/-revoke records. The master key is loaded
+ * here only to check it and derive the audit lookup key; the store is opened per call.
+ * Failures: -errno with a message in err. */
+int hooks_phifs_new(const struct hooks_phifs_cfg *c, struct hooks *ret, char *err, size_t errlen);
+void hooks_phifs_free(struct hooks *h);
 
 #endif

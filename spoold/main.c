@@ -86,5 +86,23 @@ int main(int argc, char **argv)
 				     &o.watchdog_usec) < 0)
 		fprintf(stderr, "spoold: ignoring a malformed WATCHDOG_USEC/WATCHDOG_PID\n");
 	setvbuf(stderr, NULL, _IOLBF, 0);
-	return daemon_run(&cfg, hooks_default(), &o) < 0 ? 1 : 0;
+	struct hooks hooks = hooks_default();
+	if (cfg.phifs_store[0] || cfg.phifs_key_file[0]) {
+		if (!cfg.phifs_store[0] || !cfg.phifs_key_file[0]) {
+			fprintf(stderr, "spoold: phifs_store and phifs_key_file go together\n");
+			return 2;
+		}
+		int r = hooks_phifs_new(&(struct hooks_phifs_cfg){ .store = cfg.phifs_store,
+								  .key_file = cfg.phifs_key_file,
+								  .audit_socket = cfg.audit_socket,
+								  .job_user = cfg.job_user },
+					&hooks, err, sizeof err);
+		if (r < 0) {
+			fprintf(stderr, "spoold: hooks: %s\n", err);
+			return 2;
+		}
+	}
+	int rc = daemon_run(&cfg, hooks, &o) < 0 ? 1 : 0;
+	hooks_phifs_free(&hooks);
+	return rc;
 }

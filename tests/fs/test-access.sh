@@ -83,6 +83,12 @@ G add --principal user:4002 --patient p-alpha-000111 --role job --purpose job --
 settle
 as 4002 cat "$A/notes/n1.txt" >/dev/null || fail "job read"
 as 4002 sh -c "echo summary > '$A/results/s.txt'" || fail "job write results"
+# gpurun's atomic results: a subfolder, a temp file renamed over an older one, an unlink
+as 4002 sh -c "mkdir -p '$A/results/j1' && echo a > '$A/results/j1/.o.tmp' && mv '$A/results/j1/.o.tmp' '$A/results/j1/o' && echo b > '$A/results/j1/.o.tmp' && mv '$A/results/j1/.o.tmp' '$A/results/j1/o' && echo x > '$A/results/j1/y' && rm '$A/results/j1/y'" ||
+	fail "job: mkdir, rename over, unlink below results/"
+[ "$(as 4002 cat "$A/results/j1/o")" = b ] || fail "job: renamed result"
+denied 4002 mv "$A/results" "$A/results2"
+denied 4002 rmdir "$A/results"
 denied 4002 sh -c "echo x > '$A/notes/evil.txt'"
 denied 4002 rm "$A/notes/n1.txt"
 denied 4002 cat "$B/b1.txt"

@@ -1,0 +1,131 @@
+/* test-doc: documents to prompt text (gpurun/doc.h), the runner's configuration
+ * (gpurun/runconf.h) and secbufs (gpurun/secbuf.h). Golden renderings of FHIR resources. */
+#include <errno.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "test.h"
+
+#include "gpurun/doc.h"
+#include "gpurun/runconf.h"
+#include "gpurun/secbuf.h"
+
+static char *render(const char *name, const char *in, int *ret_r, enum doc_kind *kind,
+		    struct phi_secbuf *b)
+{
+	const char *why = NULL;
+	phi_secbuf_clear(b);
+	*ret_r = doc_render(name, (const uint8_t *)in, strlen(in), b, kind, &why);
+	return b->p ? b->p : "";
+}
+
+static void test_doc(void)
+{
+	struct phi_scrub_tally t = { 0 };
+	struct phi_secbuf b;
+	phi_secbuf_init(&b, 1 << 20, &t);
+	int r;
+	enum doc_kind k = DOC_BINARY;
+	CHECK(!strcmp(render("a.txt", "hello", &r, &k, &b), "hello\n"));
+	CHECK_OK(r);
+	CHECK_EQ(k, DOC_TEXT);
+	render("x.md", "# h\n", &r, &k, &b);
+	CHECK_EQ(k, DOC_MARKDOWN);
+	render("x.csv", "a,b\n1,2\n", &r, &k, &b);
+	CHECK_EQ(k, DOC_CSV);
+	CHECK(!strcmp(b.p, "a,b\n1,2\n"));
+
+	const char *bundle =
+		"{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":["
+		"{\"resource\":{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"HbA1c\"},"
+		"\"valueQuantity\":{\"value\":7.1,\"unit\":\"%\"},\"effectiveDateTime\":\"2026-11-01\"}},"
+		"{\"resource\":{\"resourceType\":\"Condition\",\"code\":{\"coding\":[{\"display\":\"Asthma\"}]},"
+		"\"clinicalStatus\":{\"text\":\"active\"},\"onsetDateTime\":\"2019\"}},"
+		"{\"resource\":{\"resourceType\":\"MedicationStatement\",\"status\":\"active\","
+		"\"medicationCodeableConcept\":{\"text\":\"Salbutamol\"},\"dosage\":[{\"text\":\"as needed\"}]}},"
+		"{\"resource\":{\"resourceType\":\"DiagnosticReport\",\"status\":\"final\",\"code\":{\"text\":\"CBC\"},"
+		"\"conclusion\":\"normal\"}},"
+		"{\"resource\":{\"resourceType\":\"DocumentReference\",\"type\":{\"text\":\"Letter\"},"
+		"\"content\":[{\"attachment\":{\"contentType\":\"text/plain\",\"data\":\"aGVsbG8gd29ybGQ=\"}}]}}]}";
+	render("b.json", bundle, &r, &k, &b);
+	CHECK_OK(r);
+	CHECK_EQ(k, DOC_FHIR);
+	const char *want = "Bundle (collection), 5 entries:\n"
+			   "Observation: HbA1c = 7.1 % on 2026-11-01 (final)\n"
+			   "Condition: Asthma, clinical status active, onset 2019\n"
+			   "Medication: Salbutamol, dosage as needed (active)\n"
+			   "Diagnostic report: CBC. Conclusion: normal (final)\n"
+			   "Document: Letter\n  text: hello world\n";
+	if (strcmp(b.p, want)) {
+		fprintf(stderr, "got:\n%s\nwant:\n%s\n", b.p, want);
+		CHECK(0);
+	}
+	render("p.json", "{\"a\":{\"b\":[1,\"x\"]},\"c\":true}", &r, &k, &b);
+	CHECK_OK(r);
+	CHECK_EQ(k, DOC_JSON);
+	CHECK(!strcmp(b.p, "a: \n  b: \n    1\n    x\nc: true\n"));
+	/* refusals: PDF by magic or name, binary, broken JSON; nothing appended */
+	render("scan.bin", "%PDF-1.4\n", &r, &k, &b);
+	CHECK_EQ(r, -EMEDIUMTYPE);
+	CHECK_EQ(b.len, 0);
+	render("x.pdf", "text", &r, &k, &b);
+	CHECK_EQ(r, -EMEDIUMTYPE);
+	CHECK_EQ(doc_render("z", (const uint8_t *)"a\0b", 3, &b, &k, NULL), -EMEDIUMTYPE);
+	render("bad.json", "{\"a\":", &r, &k, &b);
+	CHECK_EQ(r, -EBADMSG);
+	phi_secbuf_done(&b);
+	CHECK(t.buffers >= 1 && t.bytes >= 4096);
+}
+
+static void test_secbuf(void)
+{
+	struct phi_scrub_tally t = { 0 };
+	struct phi_secbuf b;
+	phi_secbuf_init(&b, 10000, &t);
+	for (int i = 0; i < 1000; i++)
+		CHECK_OK(phi_secbuf_puts(&b, "abcdefghi"));
+	CHECK_EQ(b.len, 9000);
+	CHECK_EQ(phi_secbuf_append(&b, "x", 1001), -E2BIG);
+	CHECK_EQ(b.len, 9000);
+	CHECK_OK(phi_secbuf_printf(&b, "%d-%s", 42, "z"));
+	CHECK(!strcmp(b.p + 9000, "42-z"));
+	CHECK(t.buffers >= 2); /* growth wiped and unmapped the smaller mapping */
+	phi_secbuf_done(&b);
+	CHECK(!b.p && !b.len);
+	CHECK_EQ(t.locked + t.unlocked, t.buffers);
+}
+
+static void test_runconf(void)
+{
+	struct runconf c;
+	char err[128];
+	runconf_defaults(&c);
+	const char *ok = "# c\nstore = /s\nthreads = 4\ncost_usd_per_hour = 1.25\n"
+			 "template_summarize = Sum:\\n{documents}\\nEnd\nno_gpu = true\n";
+	CHECK_OK(runconf_parse(&c, ok, strlen(ok), err, sizeof err));
+	CHECK(!strcmp(c.store, "/s"));
+	CHECK_EQ(c.threads, 4);
+	CHECK_EQ(c.cost_micro_usd_per_hour, 1250000);
+	CHECK(!strcmp(c.template_[0], "Sum:\n{documents}\nEnd"));
+	CHECK_EQ(c.no_gpu, 1);
+	const char *bad[] = { "nokey\n", "store = rel\n", "bogus = 1\n", "threads = -1\n",
+			      "template_question = no placeholder\n", "cost_usd_per_hour = 1.1234567\n" };
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		runconf_defaults(&c);
+		CHECK_EQ(runconf_parse(&c, bad[i], strlen(bad[i]), err, sizeof err), -EINVAL);
+		CHECK(!strncmp(err, "line 1", 6));
+	}
+	runconf_defaults(&c);
+	snprintf(c.job_user, sizeof c.job_user, "root");
+	CHECK(runconf_resolve(&c, err, sizeof err) < 0); /* never root */
+}
+
+int main(void)
+{
+	CHECK(sodium_init() >= 0);
+	test_doc();
+	test_secbuf();
+	test_runconf();
+	puts("ok");
+	return 0;
+}
