@@ -77,6 +77,8 @@ struct handle {
 	int flags;
 };
 
+#define EXPIRED_SEEN_MAX 256
+
 struct phifs {
 	struct phi_store *s;
 	struct phi_keyring *kr;
@@ -87,6 +89,10 @@ struct phifs {
 	struct patient *patients;
 	struct timespec mounted;
 	time_t grants_checked; /* monotonic second of the last grants refresh (under lock) */
+	/* grants this mount has recorded as expired (grant-expire, once per grant and mount);
+	 * a ring: past EXPIRED_SEEN_MAX grants an old one may be recorded again (under lock) */
+	char expired_seen[EXPIRED_SEEN_MAX][PHI_GRANT_ID_LEN + 1];
+	size_t expired_next;
 };
 
 /* ---- small helpers ---- */
@@ -522,6 +528,47 @@ static void audit_fill(struct phifs *fs, const struct access *a, const struct fu
 		 d->emergency ? " emergency" : "");
 }
 
+/* Whether grant id is not yet recorded as expired by this mount. */
+static bool expiry_unrecorded(struct phifs *fs, const char *id)
+{
+	bool found = false;
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < EXPIRED_SEEN_MAX && !found; i++)
+		found = !strcmp(fs->expired_seen[i], id);
+	pthread_mutex_unlock(&fs->lock);
+	return !found;
+}
+
+static void expiry_recorded(struct phifs *fs, const char *id)
+{
+	pthread_mutex_lock(&fs->lock);
+	snprintf(fs->expired_seen[fs->expired_next], sizeof(fs->expired_seen[0]), "%s", id);
+	fs->expired_next = (fs->expired_next + 1) % EXPIRED_SEEN_MAX;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The first time this mount finds a caller's grant expired (an attempt under it), the
+ * expiry itself is recorded: grant-expire, before the denial's own record. Concurrent
+ * first attempts may both write one; a remount records it again. */
+static void audit_expiry(struct phifs *fs, const struct access *a, const struct fuse_ctx *ctx,
+			 const struct phi_identity *id, const char *patient,
+			 const struct phi_decision *d)
+{
+	if (!d->grant_id[0] || !expiry_unrecorded(fs, d->grant_id))
+		return;
+	struct phi_audit_event ev;
+	audit_fill(fs, a, ctx, id, patient, d, &ev);
+	ev.event = PHI_AE_GRANT_EXPIRE;
+	ev.action = 'E';
+	ev.outcome = 0;
+	ev.err = 0;
+	ev.obj.path[0] = 0;
+	snprintf(ev.detail, sizeof(ev.detail), "expired grant found by the mount (%s attempt)",
+		 phi_op_name(a->op));
+	if (phi_audit_submit(fs->opts.audit, &ev, NULL) == 0)
+		expiry_recorded(fs, d->grant_id);
+}
+
 /* Decide and record before answering: 0, or -EACCES when the policy denies or when the
  * record (of an allowed operation or of a denial) cannot be made durable, so no PHI is
  * served unaudited. Without grants and audit configured this costs nothing. */
@@ -561,6 +608,8 @@ static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
 				     &d) < 0)
 			d.allowed = false;
 	}
+	if (fs->opts.audit && !d.allowed && d.reason == PHI_DENY_EXPIRED)
+		audit_expiry(fs, a, ctx, have_id ? &id : NULL, patient, &d);
 	if (fs->opts.audit && (!d.allowed || a->ev != PHI_AE_NONE || d.emergency)) {
 		struct phi_audit_event ev;
 		audit_fill(fs, a, ctx, have_id ? &id : NULL, patient, &d, &ev);
