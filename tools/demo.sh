@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 [ -d build ] || meson setup build >/dev/null
 meson compile -C build >/dev/null
 PHIFS=build/phifs/phifs PHIFS_KEY=build/tools/phifs-key
+# the demo runs no audit writer: key changes unaudited 
+export PHIFS_AUDIT_SOCKET=${PHIFS_AUDIT_SOCKET:-none}
 
 W=$(mktemp -d /tmp/phi-demo.XXXXXX)
 STORE=$W/store KEY=$W/master.key MNT=$W/mnt
