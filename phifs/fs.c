@@ -93,6 +93,8 @@ struct phifs {
 	 * a ring: past EXPIRED_SEEN_MAX grants an old one may be recorded again (under lock) */
 	char expired_seen[EXPIRED_SEEN_MAX][PHI_GRANT_ID_LEN + 1];
 	size_t expired_next;
+	/* caller identities (policy.h): an open gates three or four requests of one thread */
+	struct phi_identity_cache *ids;
 };
 
 /* ---- small helpers ---- */
@@ -578,7 +580,7 @@ static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
 		return 0;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct phi_identity id;
-	bool have_id = phi_identity_from_pid(ctx->uid, ctx->gid, ctx->pid, &id) >= 0;
+	bool have_id = phi_identity_cached(fs->ids, ctx->uid, ctx->gid, ctx->pid, &id) >= 0;
 	char patient[PHI_PATIENT_MAX + 1];
 	const char *scope = "";
 	if (a->n == &fs->root && a->name) {
@@ -1305,7 +1307,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r >= 0 && n == &fs->root) {
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
 		struct phi_identity who;
-		bool have_id = phi_identity_from_pid(ctx->uid, ctx->gid, ctx->pid, &who) >= 0;
+		bool have_id = phi_identity_cached(fs->ids, ctx->uid, ctx->gid, ctx->pid, &who) >= 0;
 		struct root_listing rl = { .fs = fs, .out = db, .id = have_id ? &who : NULL };
 		r = phi_patient_foreach_tag(fs->kr, root_list_fn, &rl);
 	} else if (r >= 0) {
@@ -1897,6 +1899,14 @@ int phifs_new(struct phi_store *s, struct phi_keyring *kr, const struct phifs_op
 	fs->s = s;
 	fs->kr = kr;
 	fs->opts = *opts;
+	if (opts->grants || opts->audit) {
+		/* a second: as long as a grant change takes to reach the mount */
+		int r = phi_identity_cache_new(1024, 1000000000ull, &fs->ids);
+		if (r < 0) {
+			free(fs);
+			return r;
+		}
+	}
 	fs->root.kind = K_ROOT;
 	clock_gettime(CLOCK_REALTIME, &fs->mounted);
 	fs->root.refs = 1;
@@ -1942,5 +1952,6 @@ void phifs_free(struct phifs *fs)
 		free(p);
 	}
 	pthread_mutex_destroy(&fs->lock);
+	phi_identity_cache_free(fs->ids);
 	free(fs);
 }
