@@ -20,6 +20,9 @@ struct phi_auditd_opts {
 	uint32_t heartbeat_s;     /* idle checkpoint; 0: 60 */
 	uint32_t max_clients;     /* 0: 1024 */
 	int stop_fd;              /* readable: clean stop (a signalfd); -1: none */
+	/* signing key rotation: the key signer replaces (same name); it co-signs every start
+	 * checkpoint, which hands the log over to the new key. NULL: none. */
+	const struct phi_audit_signer *prev_signer;
 };
 
 /* Recover, serve until stop_fd is readable, then write audit-stop and a final checkpoint.
