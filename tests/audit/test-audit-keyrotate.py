@@ -77,6 +77,36 @@ try:
     rc, j = e.verify(pub=e.pub, extra=['--pubkey', e.pub_b])
     check(rc == 0, 'rotated log after the refused start: %r' % j)
 
+    # a handover note without the old key's co-signature (crafted: the writer cannot make
+    # one): the writer is killed right after its start note, whose second signature line
+    # (the old key's) is then removed locally and in the export
+    e = Env()
+    envs.append(e)
+    kb = os.path.join(e.tmp, 'kb')
+    os.makedirs(kb)
+    run([PA, 'keygen', '--out', kb, '--name', 'phi-audit/test'])
+    e.start()
+    e.load(2, 5)
+    e.stop()
+    e.start('--signing-key', os.path.join(kb, 'phifs-audit-signing-key'),
+            '--previous-signing-key', os.path.join(e.keys, 'phifs-audit-signing-key'))
+    e.kill9()
+    rc, j = e.verify(pub=e.pub, extra=['--pubkey', os.path.join(kb, 'phifs-audit.pub')])
+    check(rc == 0, 'rotated, killed after the handover: %r' % j)
+    ck = os.path.join(e.log, 'checkpoints.log')
+    frames, tail = read_frames(ck)
+    check(not tail, 'checkpoints.log tail')
+    last = frames[-1].decode()
+    sigs = [l for l in last.split('\n') if l.startswith('\u2014 ')]
+    check(len(sigs) == 2, 'the handover note has two signatures: %r' % last)
+    stripped = last.replace(sigs[1] + '\n', '').encode()
+    write_frames(ck, frames[:-1] + [stripped])
+    idx = len(frames)
+    with open(os.path.join(e.exp, 'ckpt-%012d.note' % idx), 'wb') as f:
+        f.write(stripped)
+    rc, j = e.verify(pub=e.pub, extra=['--pubkey', os.path.join(kb, 'phifs-audit.pub')])
+    check(rc == 1 and 'previous' in j['reason'], 'handover without co-signature: %r' % j)
+
     # a log never rotated, checked with an extra newer key: not vouched for by it
     e = Env()
     envs.append(e)
