@@ -1,8 +1,11 @@
 /* admin.c: the common opening steps of the operator tools (see admin.h). */
+#include <pwd.h>
 #include <stdarg.h>
 #include <sys/file.h>
 
 #include "admin.h"
+#include "grants.h"
+#include "policy.h"
 #include "util.h"
 
 static int fail(int r, char *msg, size_t msg_len, const char *fmt, ...)
@@ -136,4 +139,85 @@ int phi_admin_lock_dir(struct phi_admin *a, const char *url, const char *dir, ch
 		(void)close(a->dir_fd);
 	a->dir_fd = TAKE_FD(fd);
 	return 0;
+}
+
+/* ---- audit records of the tools ---- */
+
+void phi_admin_audit_done(struct phi_admin_audit *a)
+{
+	if (!a)
+		return;
+	phi_audit_client_free(a->client);
+	phi_key_free(a->lookup_key);
+	*a = (struct phi_admin_audit){ 0 };
+}
+
+int phi_admin_audit_open(const char *spec, const struct phi_key *master, struct phi_admin_audit *ret,
+			 char *msg, size_t msg_len)
+{
+	if (!master || !ret)
+		return fail(-EINVAL, msg, msg_len, "invalid arguments");
+	if (!spec || !spec[0])
+		spec = secure_getenv(PHI_AUDIT_SOCKET_ENV);
+	if (!spec || !spec[0])
+		return fail(-ENOTCONN, msg, msg_len,
+			    "no audit log: give --audit-socket PATH (phifs-auditd's socket), or "
+			    "--audit-socket none to change keys and grants unaudited");
+	struct phi_admin_audit a = { 0 };
+	if (strcmp(spec, PHI_AUDIT_SOCKET_NONE) != 0) {
+		/* one request at a time; a tool can wait longer for the writer than an open */
+		int r = phi_audit_client_open_opts(spec,
+						   &(struct phi_audit_client_opts){ .pool = 1,
+										    .deadline_ms = 5000 },
+						   &a.client);
+		if (r < 0)
+			return fail(r, msg, msg_len, "audit socket %s: %s", spec, strerror(-r));
+		r = phi_audit_lookup_key(master, &a.lookup_key);
+		if (r < 0) {
+			phi_admin_audit_done(&a);
+			return fail(r, msg, msg_len, "cannot derive the audit lookup key: %s", strerror(-r));
+		}
+	}
+	*ret = a;
+	return 0;
+}
+
+static void actor_self(struct phi_audit_event *ev)
+{
+	uid_t uid = getuid();
+	ev->actor.uid = (uint32_t)uid;
+	ev->actor.gid = (uint32_t)getgid();
+	ev->actor.pid = (uint32_t)getpid();
+	struct phi_identity *id = calloc(1, sizeof(*id));
+	if (id && phi_identity_from_pid((uint32_t)geteuid(), (uint32_t)getegid(), getpid(), id) >= 0) {
+		snprintf(ev->actor.comm, sizeof(ev->actor.comm), "%s", id->comm);
+		snprintf(ev->actor.exe, sizeof(ev->actor.exe), "%s", id->exe);
+		snprintf(ev->actor.unit, sizeof(ev->actor.unit), "%s", id->unit);
+	}
+	free(id);
+	snprintf(ev->actor.role, sizeof(ev->actor.role), "operator");
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res &&
+	    strlen(pw.pw_name) < sizeof(ev->actor.principal) - 5)
+		snprintf(ev->actor.principal, sizeof(ev->actor.principal), "user:%s", pw.pw_name);
+	else
+		snprintf(ev->actor.principal, sizeof(ev->actor.principal), "uid:%u", (unsigned)uid);
+}
+
+int phi_admin_audit_record(struct phi_admin_audit *a, struct phi_audit_event *ev,
+			   const char *patient)
+{
+	if (!a || !ev)
+		return -EINVAL;
+	if (!a->client)
+		return 0;
+	actor_self(ev);
+	if (patient && patient[0] && strcmp(patient, PHI_GRANT_ALL) != 0) {
+		int r = phi_audit_pseudonym(a->lookup_key, PHI_AUDIT_PATIENT, patient, ev->obj.patient,
+					    sizeof(ev->obj.patient));
+		if (r < 0)
+			return r;
+	}
+	return phi_audit_submit(a->client, ev, NULL);
 }

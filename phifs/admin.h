@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "audit-client.h"
+#include "audit.h"
 #include "crypto.h"
 #include "keys.h"
 #include "store.h"
@@ -38,5 +40,30 @@ void phi_admin_done(struct phi_admin *a);
 void phi_admin_key_error(const char *key_file, int r, char *msg, size_t msg_len);
 /* The directory of a local store URL (plain path or file://), or NULL for a remote one. */
 const char *phi_admin_local_root(const char *url);
+
+/* ---- audit records of the tools (docs/audit-format.md, "Operator events") ----
+ *
+ * Key and grant changes are recorded write-ahead: the record goes to phifs-auditd and must
+ * be durable before the change is made; if the change then fails, a second record of the
+ * same event with outcome 8 follows. A tool that cannot write the first record refuses. */
+#define PHI_AUDIT_SOCKET_ENV "PHIFS_AUDIT_SOCKET"
+#define PHI_AUDIT_SOCKET_NONE "none"
+
+struct phi_admin_audit {
+	struct phi_audit_client *client; /* NULL: explicitly unaudited ("none") */
+	struct phi_key *lookup_key;      /* for patient pseudonyms */
+};
+
+/* spec: a socket path, "none" (explicitly unaudited), or NULL: then $PHIFS_AUDIT_SOCKET
+ * (same values). Neither: -ENOTCONN with a message (the tool refuses). Nothing is
+ * connected yet: an unreachable writer shows at the first record. */
+int phi_admin_audit_open(const char *spec, const struct phi_key *master, struct phi_admin_audit *ret,
+			 char *msg, size_t msg_len);
+void phi_admin_audit_done(struct phi_admin_audit *a);
+/* Complete ev with this process as the actor (uid, gid, pid, comm, exe, unit; role
+ * "operator", principal "user:NAME") and, when patient is a patient id, its pseudonym;
+ * then make it durable. 0 (also when unaudited) or the client's -errno. */
+int phi_admin_audit_record(struct phi_admin_audit *a, struct phi_audit_event *ev,
+			   const char *patient);
 
 #endif

@@ -127,6 +127,18 @@ static void put_slot(struct phi_audit_client *c, struct slot *s)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* An idle pooled connection has nothing to read: anything there (end of file, an error, a
+ * hangup) means the writer closed it (it restarted). Dropping it before the request is
+ * sent makes the reconnect transparent, where a send into it could not be retried. */
+static bool slot_stale(const struct slot *s)
+{
+	struct pollfd p = { .fd = s->fd, .events = POLLIN | POLLRDHUP };
+	int n;
+	while ((n = poll(&p, 1, 0)) < 0 && errno == EINTR)
+		;
+	return n != 0;
+}
+
 /* One exchange on a connected slot: 0 or -errno; *sent tells whether the writer may have
  * received the request. */
 static int exchange(struct slot *s, const struct phi_buf *req, uint32_t id, int64_t deadline,
@@ -195,6 +207,8 @@ int phi_audit_submit(struct phi_audit_client *c, const struct phi_audit_event *e
 	phi_put_u32be(req.p + 4, id);
 	/* a pooled connection may be stale (the writer restarted): one fresh retry is safe
 	 * only when the request cannot have reached the writer */
+	if (s->fd >= 0 && slot_stale(s))
+		phi_closep(&s->fd);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		bool sent;
 		bool fresh = s->fd < 0;

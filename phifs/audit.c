@@ -1082,6 +1082,34 @@ int phi_audit_ckpt_sign(const struct phi_audit_ckpt *ck, const struct phi_audit_
 	return r;
 }
 
+int phi_audit_ckpt_cosign(const struct phi_audit_signer *s, struct phi_buf *note)
+{
+	size_t body = 0;
+	uint8_t sig[4 + crypto_sign_BYTES];
+	char b[128];
+	/* the body ends at the first blank line: "...\n\n— NAME SIG\n" */
+	for (size_t i = 0; i + 1 < note->len; i++)
+		if (note->p[i] == '\n' && note->p[i + 1] == '\n') {
+			body = i + 1;
+			break;
+		}
+	if (!body || note->len - body < 2 || strncmp((const char *)note->p, s->vk.name, strlen(s->vk.name)) != 0 ||
+	    note->p[strlen(s->vk.name)] != '\n')
+		return -EINVAL;
+	memcpy(sig, s->vk.keyid, 4);
+	crypto_sign_detached(sig + 4, NULL, note->p, body, s->sk->k);
+	sodium_bin2base64(b, sizeof(b), sig, sizeof(sig), sodium_base64_VARIANT_ORIGINAL);
+	size_t mark = note->len;
+	int r = put(note, NOTE_DASH " ");
+	if (r == 0)
+		r = put(note, s->vk.name);
+	if (r == 0)
+		r = putf(note, " %s\n", b);
+	if (r < 0)
+		note->len = mark;
+	return r;
+}
+
 /* Next line (without '\n') from c; the line must end in '\n'. */
 static int next_line(struct phi_cur *c, const char **ret, size_t *ret_len)
 {
@@ -1233,6 +1261,36 @@ int phi_audit_ckpt_verify(const uint8_t *p, size_t len, const struct phi_audit_v
 		return -ENOKEY;
 	*ret = ck;
 	return 0;
+}
+
+/* Verify against a key set (all with one name): *ret_mask gets bit k for every key k with
+ * a good signature. -EKEYREJECTED if any listed key's signature fails, -ENOKEY if none. */
+static int ckpt_verify_set(const uint8_t *p, size_t len, const struct phi_audit_vkey *vk, size_t nvk,
+			   unsigned *ret_mask, struct phi_audit_ckpt *ret)
+{
+	unsigned mask = 0;
+	for (size_t k = 0; k < nvk; k++) {
+		struct phi_audit_ckpt ck;
+		int r = phi_audit_ckpt_verify(p, len, &vk[k], &ck);
+		if (r == -ENOKEY)
+			continue;
+		if (r < 0)
+			return r;
+		mask |= 1u << k;
+		*ret = ck;
+	}
+	if (!mask)
+		return -ENOKEY;
+	*ret_mask = mask;
+	return 0;
+}
+
+static int mask_top(unsigned m)
+{
+	int k = -1;
+	for (; m; m >>= 1)
+		k++;
+	return k;
 }
 
 /* ---- pseudonyms ---- */
@@ -1508,7 +1566,7 @@ static void vfind(struct phi_audit_verify_result *r, int status, const char *fmt
 }
 
 /* The local checkpoints.log: every note must verify and link to the previous one. */
-static void verify_local_notes(int dfd, const struct phi_audit_vkey *vk,
+static void verify_local_notes(int dfd, const struct phi_audit_vkey *vk, size_t nvk,
 			       const struct phi_audit_verify_opts *o, struct phi_buf *b,
 			       struct vnote **ret, size_t *ret_n, struct phi_audit_verify_result *res)
 {
@@ -1526,9 +1584,24 @@ static void verify_local_notes(int dfd, const struct phi_audit_vkey *vk,
 	struct phi_cur c = phi_cur_init(b->p, b->len);
 	const uint8_t *p;
 	size_t len;
+	int cur = -1; /* the newest key seen signing so far */
 	while ((r = phi_audit_frame_next(&c, PHI_AUDIT_NOTE_MAX, &p, &len)) == 0) {
 		struct vnote x = { .off = (size_t)(p - b->p), .len = len };
-		r = phi_audit_ckpt_verify(p, len, vk, &x.ck);
+		unsigned mask = 0;
+		r = ckpt_verify_set(p, len, vk, nvk, &mask, &x.ck);
+		int top = r == 0 ? mask_top(mask) : -1;
+		if (r == 0 && cur >= 0 && top > cur && !(mask & (1u << cur))) {
+			vfind(res, PHI_AV_TAMPERED, "checkpoints.log: note %zu changes to a newer key without "
+				   "a signature by the previous one", n + 1);
+			break;
+		}
+		if (r == 0 && top < cur) {
+			vfind(res, PHI_AV_TAMPERED, "checkpoints.log: note %zu is signed only by a retired key",
+			      n + 1);
+			break;
+		}
+		if (r == 0)
+			cur = top;
 		if (r == -EKEYREJECTED || r == -EBADMSG) {
 			vfind(res, PHI_AV_TAMPERED, "checkpoints.log: note %zu is %s", n + 1,
 			      r == -EBADMSG ? "malformed" : "signed wrongly");
@@ -1565,12 +1638,16 @@ static void verify_local_notes(int dfd, const struct phi_audit_vkey *vk,
 	}
 	if (r == -EBADMSG && phi_cur_left(&c))
 		vfind(res, PHI_AV_OK, "checkpoints.log has a torn tail at offset %zu", c.off);
+	/* a log that never reached the newest given key was not written by it: with only an
+	 * older key an attacker could have rewritten it whole */
+	if (n && cur >= 0 && (size_t)cur + 1 < nvk)
+		vfind(res, PHI_AV_UNVERIFIABLE, "the newest public key signed no checkpoint of this log");
 	*ret = v;
 	*ret_n = n;
 }
 
 /* Every exported note must be byte-identical to the local note of the same index. */
-static void verify_exported(const char *export_dir, const struct phi_audit_vkey *vk,
+static void verify_exported(const char *export_dir, const struct phi_audit_vkey *vk, size_t nvk,
 			    const struct phi_buf *lb, const struct vnote *v, size_t n,
 			    struct phi_audit_verify_result *res)
 {
@@ -1599,7 +1676,10 @@ static void verify_exported(const char *export_dir, const struct phi_audit_vkey 
 			vfind(res, PHI_AV_TAMPERED, "exported %s unreadable: %s", name, strerror(-r));
 			continue;
 		}
-		r = phi_audit_ckpt_verify(b.p, b.len, vk, &ck);
+		unsigned mask;
+		/* which key may sign which note is checked on the local chain, which every
+		 * exported note must equal byte for byte */
+		r = ckpt_verify_set(b.p, b.len, vk, nvk, &mask, &ck);
 		if (r == -ENOKEY) {
 			vfind(res, PHI_AV_UNVERIFIABLE, "exported %s is not signed by this key", name);
 			continue;
@@ -1724,7 +1804,23 @@ static bool verify_segment(int dfd, uint64_t segno, bool last, const struct phi_
 void phi_audit_verify(const char *log_dir, const char *export_dir, const struct phi_audit_vkey *vk,
 		      const struct phi_audit_verify_opts *opts, struct phi_audit_verify_result *res)
 {
+	phi_audit_verify_keys(log_dir, export_dir, vk, 1, opts, res);
+}
+
+void phi_audit_verify_keys(const char *log_dir, const char *export_dir,
+			   const struct phi_audit_vkey *vk, size_t nvk,
+			   const struct phi_audit_verify_opts *opts, struct phi_audit_verify_result *res)
+{
 	*res = (struct phi_audit_verify_result){ 0 };
+	if (nvk == 0 || nvk > PHI_AUDIT_VKEYS_MAX) {
+		vfind(res, PHI_AV_UNVERIFIABLE, "between 1 and %d public keys", PHI_AUDIT_VKEYS_MAX);
+		return;
+	}
+	for (size_t k = 1; k < nvk; k++)
+		if (strcmp(vk[k].name, vk[0].name) != 0) {
+			vfind(res, PHI_AV_UNVERIFIABLE, "the public keys name different logs");
+			return;
+		}
 	_cleanup_close_ int dfd = open(log_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		vfind(res, PHI_AV_UNVERIFIABLE, "cannot open the log directory: %s", strerror(errno));
@@ -1733,9 +1829,9 @@ void phi_audit_verify(const char *log_dir, const char *export_dir, const struct 
 	struct phi_buf lb _cleanup_buf_ = { 0 };
 	_cleanup_free_ struct vnote *v = NULL;
 	size_t n;
-	verify_local_notes(dfd, vk, opts, &lb, &v, &n, res);
+	verify_local_notes(dfd, vk, nvk, opts, &lb, &v, &n, res);
 	res->ckpt_local = n;
-	verify_exported(export_dir, vk, &lb, v, n, res);
+	verify_exported(export_dir, vk, nvk, &lb, v, n, res);
 
 	_cleanup_free_ uint64_t *segs = NULL;
 	size_t nseg = 0;

@@ -186,6 +186,9 @@ const char *phi_audit_ck_kind_name(int kind);
  * signer's name. */
 int phi_audit_ckpt_sign(const struct phi_audit_ckpt *ck, const struct phi_audit_signer *s,
 			struct phi_buf *out);
+/* Add a signature by s to a signed note (same name): a key rotation's first note is signed
+ * by the new key and co-signed by the old one. */
+int phi_audit_ckpt_cosign(const struct phi_audit_signer *s, struct phi_buf *note);
 /* Parse the body and check the note's shape (no signature check). */
 int phi_audit_ckpt_parse(const uint8_t *p, size_t len, struct phi_audit_ckpt *ret);
 /* Parse and verify: -EBADMSG malformed or origin != key name, -EKEYREJECTED a signature by
@@ -231,6 +234,14 @@ struct phi_audit_verify_result {
 /* Never fails: the outcome is in ret->status. */
 void phi_audit_verify(const char *log_dir, const char *export_dir, const struct phi_audit_vkey *vk,
 		      const struct phi_audit_verify_opts *opts, struct phi_audit_verify_result *ret);
+/* The same with the log's signing keys over time, oldest first, all of one name (signing
+ * key rotation, docs/audit-format.md): every note must be signed by one of them; a note
+ * signed by a newer key than the one before must be co-signed by that one, and no note
+ * after it may be signed only by an older key. */
+#define PHI_AUDIT_VKEYS_MAX 16
+void phi_audit_verify_keys(const char *log_dir, const char *export_dir,
+			   const struct phi_audit_vkey *vk, size_t nvk,
+			   const struct phi_audit_verify_opts *opts, struct phi_audit_verify_result *ret);
 
 /* Helpers shared with the writer. */
 /* Whole file into out (phi_buf with hard max; -EFBIG beyond it). */

@@ -1,6 +1,7 @@
 /* phifs-auditd: the audit writer daemon (see phifs/auditd.h, docs/audit-format.md).
  *
  *   phifs-auditd --dir LOGDIR --export-dir DIR --socket PATH [--signing-key FILE]
+ *                [--previous-signing-key FILE]
  *                [--segment-max BYTES] [--reserve BYTES] [--heartbeat SECONDS]
  *                [--batch-max N] [--batch-wait-us US] [--ckpt-ms MS] [--ckpt-records N]
  *
@@ -33,6 +34,7 @@ int main(int argc, char **argv)
 		{ "export-dir", required_argument, NULL, 'e' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "signing-key", required_argument, NULL, 'k' },
+		{ "previous-signing-key", required_argument, NULL, 'P' },
 		{ "segment-max", required_argument, NULL, 'm' },
 		{ "reserve", required_argument, NULL, 'r' },
 		{ "heartbeat", required_argument, NULL, 'h' },
@@ -43,7 +45,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	struct phi_auditd_opts o = { .stop_fd = -1 };
-	const char *key = NULL;
+	const char *key = NULL, *prev_key = NULL;
 	uint64_t v;
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -52,6 +54,7 @@ int main(int argc, char **argv)
 		case 'e': o.export_dir = optarg; break;
 		case 's': o.socket_path = optarg; break;
 		case 'k': key = optarg; break;
+		case 'P': prev_key = optarg; break;
 		case 'm': if (num(optarg, UINT64_MAX, &o.segment_max) < 0) return 2; break;
 		case 'r': if (num(optarg, UINT64_MAX, &o.reserve_bytes) < 0) return 2; break;
 		case 'h': if (num(optarg, 86400, &v) < 0) return 2; o.heartbeat_s = (uint32_t)v; break;
@@ -64,6 +67,7 @@ int main(int argc, char **argv)
 	}
 	if (!o.dir || !o.export_dir || !o.socket_path || optind != argc) {
 		fputs("usage: phifs-auditd --dir LOGDIR --export-dir DIR --socket PATH [--signing-key FILE]\n"
+		      "       [--previous-signing-key FILE]\n"
 		      "       [--segment-max BYTES] [--reserve BYTES] [--heartbeat S] [--batch-max N]\n"
 		      "       [--batch-wait-us US] [--ckpt-ms MS] [--ckpt-records N]\n", stderr);
 		return 2;
@@ -78,6 +82,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "phifs-auditd: cannot load the signing key: %s\n", strerror(-r));
 		return 1;
 	}
+	struct phi_audit_signer *prev = NULL;
+	if (prev_key && (r = phi_audit_signer_load(prev_key, &prev)) < 0) {
+		fprintf(stderr, "phifs-auditd: cannot load the previous signing key: %s\n", strerror(-r));
+		phi_audit_signer_free(s);
+		return 1;
+	}
+	o.prev_signer = prev;
 	sigset_t ss;
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGTERM);
@@ -87,6 +98,7 @@ int main(int argc, char **argv)
 	o.stop_fd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (o.stop_fd < 0) {
 		phi_audit_signer_free(s);
+		phi_audit_signer_free(prev);
 		return 1;
 	}
 	o.notify_socket = secure_getenv("NOTIFY_SOCKET");
@@ -95,6 +107,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "phifs-auditd: ignoring a malformed WATCHDOG_USEC/WATCHDOG_PID\n");
 	r = phi_auditd_run(&o, s);
 	phi_audit_signer_free(s);
+	phi_audit_signer_free(prev);
 	close(o.stop_fd);
 	if (r < 0) {
 		fprintf(stderr, "phifs-auditd: %s\n", strerror(-r));

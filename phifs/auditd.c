@@ -118,6 +118,8 @@ static int checkpoint(struct w *w, int kind)
 	ck.seg = w->seg;
 	ck.kind = kind;
 	int r = phi_audit_ckpt_sign(&ck, w->signer, &note);
+	if (r == 0 && kind == PHI_CK_START && w->o->prev_signer)
+		r = phi_audit_ckpt_cosign(w->o->prev_signer, &note);
 	if (r == 0)
 		r = phi_audit_frame_put(&fr, note.p, note.len);
 	if (r < 0)
@@ -391,15 +393,47 @@ static int recover_checkpoints(struct w *w, char *detail, size_t dmax)
 	if (r < 0)
 		return r;
 	struct phi_cur c = phi_cur_init(b.p, b.len);
+	const uint8_t *last = NULL;
+	size_t last_len = 0;
+	/* older notes need only their shape and order here (their signatures may be by keys
+	 * since rotated away; phifs-audit verify checks them); the newest note must be signed
+	 * by this key or the previous one */
 	while (phi_audit_frame_next(&c, PHI_AUDIT_NOTE_MAX, &p, &len) == 0) {
 		struct phi_audit_ckpt ck;
-		if (phi_audit_ckpt_verify(p, len, &w->signer->vk, &ck) < 0 || ck.idx != w->ck_idx + 1) {
+		if (phi_audit_ckpt_parse(p, len, &ck) < 0 || ck.idx != w->ck_idx + 1) {
 			c.off = (size_t)(p - b.p) - 4;
 			break;
 		}
 		w->ck_idx = ck.idx;
 		w->ck_size = ck.size;
 		phi_audit_note_hash(p, len, w->ck_prev);
+		last = p;
+		last_len = len;
+	}
+	if (last) {
+		struct phi_audit_ckpt ck;
+		int v = phi_audit_ckpt_verify(last, last_len, &w->signer->vk, &ck);
+		if (v == -ENOKEY && w->o->prev_signer)
+			v = phi_audit_ckpt_verify(last, last_len, &w->o->prev_signer->vk, &ck);
+		/* a whole note signed by another key is no torn tail: a key mix-up (or a
+		 * rotation without --previous-signing-key) must not cut the chain */
+		if (v == -ENOKEY)
+			return -EKEYREJECTED;
+		if (v < 0) {
+			/* a damaged newest note: cut it like a torn one; the one before is kept */
+			c.off = (size_t)(last - b.p) - 4;
+			w->ck_idx--;
+			struct phi_cur c2 = phi_cur_init(b.p, c.off);
+			const uint8_t *q;
+			size_t ql;
+			memset(w->ck_prev, 0, sizeof(w->ck_prev));
+			w->ck_size = 0;
+			while (phi_audit_frame_next(&c2, PHI_AUDIT_NOTE_MAX, &q, &ql) == 0 &&
+			       phi_audit_ckpt_parse(q, ql, &ck) == 0) {
+				w->ck_size = ck.size;
+				phi_audit_note_hash(q, ql, w->ck_prev);
+			}
+		}
 	}
 	if (c.off < b.len) {
 		r = cut_tail(w, w->ck_fd, "checkpoints.log", &b, c.off, detail, dmax);
@@ -691,6 +725,9 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 	int r;
 	if (bmax > 256 || !o->dir || !o->export_dir || !o->socket_path)
 		return -EINVAL;
+	if (o->prev_signer && (strcmp(o->prev_signer->vk.name, signer->vk.name) != 0 ||
+			       !memcmp(o->prev_signer->vk.pk, signer->vk.pk, sizeof(signer->vk.pk))))
+		return -EINVAL; /* a rotation keeps the log's name and changes the key */
 	phi_buf_init(&w.out, bmax * (PHI_AUDIT_RECORD_MAX + 5));
 	w.conns = calloc(max, sizeof(*w.conns));
 	w.pend = calloc(bmax, sizeof(*w.pend));

@@ -22,6 +22,9 @@ struct phi_auditd_opts {
 	int stop_fd;              /* readable: clean stop (a signalfd); -1: none */
 	const char *notify_socket; /* $NOTIFY_SOCKET: READY=1 once listening, STOPPING=1; NULL: none */
 	uint64_t watchdog_usec;   /* WATCHDOG=1 from the loop every half of this; 0: none */
+	/* signing key rotation: the key signer replaces (same name); it co-signs every start
+	 * checkpoint, which hands the log over to the new key. NULL: none. */
+	const struct phi_audit_signer *prev_signer;
 };
 
 /* Recover, serve until stop_fd is readable, then write audit-stop and a final checkpoint.

@@ -77,6 +77,8 @@ struct handle {
 	int flags;
 };
 
+#define EXPIRED_SEEN_MAX 256
+
 struct phifs {
 	struct phi_store *s;
 	struct phi_keyring *kr;
@@ -87,6 +89,12 @@ struct phifs {
 	struct patient *patients;
 	struct timespec mounted;
 	time_t grants_checked; /* monotonic second of the last grants refresh (under lock) */
+	/* grants this mount has recorded as expired (grant-expire, once per grant and mount);
+	 * a ring: past EXPIRED_SEEN_MAX grants an old one may be recorded again (under lock) */
+	char expired_seen[EXPIRED_SEEN_MAX][PHI_GRANT_ID_LEN + 1];
+	size_t expired_next;
+	/* caller identities (policy.h): an open gates three or four requests of one thread */
+	struct phi_identity_cache *ids;
 };
 
 /* ---- small helpers ---- */
@@ -525,6 +533,47 @@ static void audit_fill(struct phifs *fs, const struct access *a, const struct fu
 		 d->emergency ? " emergency" : "");
 }
 
+/* Whether grant id is not yet recorded as expired by this mount. */
+static bool expiry_unrecorded(struct phifs *fs, const char *id)
+{
+	bool found = false;
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < EXPIRED_SEEN_MAX && !found; i++)
+		found = !strcmp(fs->expired_seen[i], id);
+	pthread_mutex_unlock(&fs->lock);
+	return !found;
+}
+
+static void expiry_recorded(struct phifs *fs, const char *id)
+{
+	pthread_mutex_lock(&fs->lock);
+	snprintf(fs->expired_seen[fs->expired_next], sizeof(fs->expired_seen[0]), "%s", id);
+	fs->expired_next = (fs->expired_next + 1) % EXPIRED_SEEN_MAX;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The first time this mount finds a caller's grant expired (an attempt under it), the
+ * expiry itself is recorded: grant-expire, before the denial's own record. Concurrent
+ * first attempts may both write one; a remount records it again. */
+static void audit_expiry(struct phifs *fs, const struct access *a, const struct fuse_ctx *ctx,
+			 const struct phi_identity *id, const char *patient,
+			 const struct phi_decision *d)
+{
+	if (!d->grant_id[0] || !expiry_unrecorded(fs, d->grant_id))
+		return;
+	struct phi_audit_event ev;
+	audit_fill(fs, a, ctx, id, patient, d, &ev);
+	ev.event = PHI_AE_GRANT_EXPIRE;
+	ev.action = 'E';
+	ev.outcome = 0;
+	ev.err = 0;
+	ev.obj.path[0] = 0;
+	snprintf(ev.detail, sizeof(ev.detail), "expired grant found by the mount (%s attempt)",
+		 phi_op_name(a->op));
+	if (phi_audit_submit(fs->opts.audit, &ev, NULL) == 0)
+		expiry_recorded(fs, d->grant_id);
+}
+
 /* Decide and record before answering: 0, or -EACCES when the policy denies or when the
  * record (of an allowed operation or of a denial) cannot be made durable, so no PHI is
  * served unaudited. Without grants and audit configured this costs nothing. */
@@ -534,7 +583,7 @@ static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
 		return 0;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct phi_identity id;
-	bool have_id = phi_identity_from_pid(ctx->uid, ctx->gid, ctx->pid, &id) >= 0;
+	bool have_id = phi_identity_cached(fs->ids, ctx->uid, ctx->gid, ctx->pid, &id) >= 0;
 	char patient[PHI_PATIENT_MAX + 1];
 	const char *scope = "";
 	if (a->n == &fs->root && a->name) {
@@ -564,6 +613,8 @@ static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
 				     &d) < 0)
 			d.allowed = false;
 	}
+	if (fs->opts.audit && !d.allowed && d.reason == PHI_DENY_EXPIRED)
+		audit_expiry(fs, a, ctx, have_id ? &id : NULL, patient, &d);
 	if (fs->opts.audit && (!d.allowed || a->ev != PHI_AE_NONE || d.emergency)) {
 		struct phi_audit_event ev;
 		audit_fill(fs, a, ctx, have_id ? &id : NULL, patient, &d, &ev);
@@ -1259,7 +1310,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r >= 0 && n == &fs->root) {
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
 		struct phi_identity who;
-		bool have_id = phi_identity_from_pid(ctx->uid, ctx->gid, ctx->pid, &who) >= 0;
+		bool have_id = phi_identity_cached(fs->ids, ctx->uid, ctx->gid, ctx->pid, &who) >= 0;
 		struct root_listing rl = { .fs = fs, .out = db, .id = have_id ? &who : NULL };
 		r = phi_patient_foreach_tag(fs->kr, root_list_fn, &rl);
 	} else if (r >= 0) {
@@ -1855,6 +1906,14 @@ int phifs_new(struct phi_store *s, struct phi_keyring *kr, const struct phifs_op
 	fs->s = s;
 	fs->kr = kr;
 	fs->opts = *opts;
+	if (opts->grants || opts->audit) {
+		/* a second: as long as a grant change takes to reach the mount */
+		int r = phi_identity_cache_new(1024, 1000000000ull, &fs->ids);
+		if (r < 0) {
+			free(fs);
+			return r;
+		}
+	}
 	fs->root.kind = K_ROOT;
 	clock_gettime(CLOCK_REALTIME, &fs->mounted);
 	fs->root.refs = 1;
@@ -1900,5 +1959,6 @@ void phifs_free(struct phifs *fs)
 		free(p);
 	}
 	pthread_mutex_destroy(&fs->lock);
+	phi_identity_cache_free(fs->ids);
 	free(fs);
 }

@@ -648,13 +648,14 @@ static int gfile_name(const struct phi_keyring *kr, const char *patient,
 
 /* ---- writers ---- */
 
-int phi_grants_add(struct phi_keyring *kr, struct phi_store *s, struct phi_grant *g,
-		   const char **ret_why)
+static int grants_add(struct phi_keyring *kr, struct phi_store *s, struct phi_grant *g,
+		      bool given_id, const char **ret_why)
 {
 	if (!kr || !s || !g)
 		return -EINVAL;
 	struct phi_grant ng = *g;
-	phi_grant_new_id(ng.id);
+	if (!given_id)
+		phi_grant_new_id(ng.id);
 	ng.created = (uint64_t)time(NULL);
 	ng.revoked = false;
 	ng.revoked_at = 0;
@@ -693,6 +694,10 @@ int phi_grants_add(struct phi_keyring *kr, struct phi_store *s, struct phi_grant
 	/* 64 random bits: a collision is all but impossible, but cheap to rule out */
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(all[i].id, ng.id)) {
+			if (given_id) {
+				grants_wipe_free(all, n + 1);
+				return -EEXIST;
+			}
 			phi_grant_new_id(ng.id);
 			i = (size_t)-1;
 		}
@@ -703,6 +708,18 @@ int phi_grants_add(struct phi_keyring *kr, struct phi_store *s, struct phi_grant
 		return r;
 	*g = ng;
 	return 0;
+}
+
+int phi_grants_add(struct phi_keyring *kr, struct phi_store *s, struct phi_grant *g,
+		   const char **ret_why)
+{
+	return grants_add(kr, s, g, false, ret_why);
+}
+
+int phi_grants_add_as(struct phi_keyring *kr, struct phi_store *s, struct phi_grant *g,
+		      const char **ret_why)
+{
+	return grants_add(kr, s, g, true, ret_why);
 }
 
 struct namelist {

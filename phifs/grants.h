@@ -116,6 +116,10 @@ void phi_grant_new_id(char id[PHI_GRANT_ID_LEN + 1]);
  * patient's existence is the caller's check (keys.h). */
 int phi_grants_add(struct phi_keyring *kr, struct phi_store *s, struct phi_grant *g,
 		   const char **ret_why);
+/* The same, keeping the caller's g->id (phi_grant_new_id; named in an audit record
+ * before the grant is written): -EEXIST when the file already has that id. */
+int phi_grants_add_as(struct phi_keyring *kr, struct phi_store *s, struct phi_grant *g,
+		      const char **ret_why);
 /* Mark grant id revoked at now by by_uid; ret (optional) gets the revoked grant.
  * -ENOENT no such grant, -EALREADY already revoked. */
 int phi_grants_revoke(struct phi_keyring *kr, struct phi_store *s, const char *id, uint64_t now,

@@ -1,5 +1,7 @@
 /* policy.c: caller identity from /proc, and the access decision (docs/grants-format.md). */
+#include <pthread.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "policy.h"
 #include "util.h"
@@ -369,4 +371,154 @@ int phi_policy_check(struct phi_grants *g, const struct phi_identity *id, const 
 		d.reason = PHI_DENY_ROLE_FORBIDS;
 	*ret = d;
 	return 0;
+}
+
+/* ---- identity cache ---- */
+
+int phi_proc_parse_starttime(const char *p, size_t len, uint64_t *ret)
+{
+	/* "PID (COMM) S F2 ... F22 ...": comm may hold ')' and spaces, so fields start after the
+	 * last ')'; the state is field 3 */
+	size_t i = len;
+	while (i > 0 && p[i - 1] != ')')
+		i--;
+	if (i == 0)
+		return -EBADMSG;
+	unsigned field = 2;
+	uint64_t v = 0;
+	bool in = false;
+	for (; i < len; i++) {
+		char ch = p[i];
+		if (ch == ' ' || ch == '\n') {
+			if (in && field == 22) {
+				*ret = v;
+				return 0;
+			}
+			in = false;
+			continue;
+		}
+		if (!in) {
+			in = true;
+			field++;
+			v = 0;
+		}
+		if (field == 22) {
+			if (ch < '0' || ch > '9' || v > (UINT64_MAX - 9) / 10)
+				return -EBADMSG;
+			v = v * 10 + (uint64_t)(ch - '0');
+		}
+	}
+	if (in && field == 22) {
+		*ret = v;
+		return 0;
+	}
+	return -EBADMSG;
+}
+
+static int read_starttime(pid_t pid, uint64_t *ret)
+{
+	char path[48], buf[1024]; /* comm is at most 64 bytes: the line fits */
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : phi_neg_errno();
+	ssize_t m;
+	while ((m = read(fd, buf, sizeof(buf))) < 0 && errno == EINTR)
+		;
+	if (m < 0)
+		return errno == ENOENT || errno == ESRCH ? -ESRCH : phi_neg_errno();
+	return phi_proc_parse_starttime(buf, (size_t)m, ret);
+}
+
+struct id_slot {
+	bool used;
+	pid_t pid;
+	uint32_t uid, gid;
+	uint64_t start;
+	int64_t until_ns;
+	struct phi_identity id;
+};
+
+struct phi_identity_cache {
+	pthread_mutex_t lock;
+	uint64_t ttl_ns;
+	size_t cap;
+	struct id_slot *slot;
+};
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int phi_identity_cache_new(size_t cap, uint64_t ttl_ns, struct phi_identity_cache **ret)
+{
+	if (!ret || cap == 0 || cap > 65536 || ttl_ns > 60ull * 1000000000)
+		return -EINVAL;
+	struct phi_identity_cache *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->slot = calloc(cap, sizeof(*c->slot));
+	if (!c->slot) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->cap = cap;
+	c->ttl_ns = ttl_ns;
+	pthread_mutex_init(&c->lock, NULL);
+	*ret = c;
+	return 0;
+}
+
+void phi_identity_cache_free(struct phi_identity_cache *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_destroy(&c->lock);
+	free(c->slot);
+	free(c);
+}
+
+int phi_identity_cached(struct phi_identity_cache *c, uint32_t uid, uint32_t gid, pid_t pid,
+			struct phi_identity *ret)
+{
+	if (!c)
+		return phi_identity_from_pid(uid, gid, pid, ret);
+	if (pid <= 0 || !ret)
+		return -EINVAL;
+	uint64_t start;
+	int r = read_starttime(pid, &start);
+	if (r < 0)
+		return r;
+	struct id_slot *s = &c->slot[(size_t)pid % c->cap];
+	int64_t now = mono_ns();
+	bool hit = false;
+	pthread_mutex_lock(&c->lock);
+	if (s->used && s->pid == pid && s->uid == uid && s->gid == gid && s->start == start &&
+	    now < s->until_ns) {
+		*ret = s->id;
+		hit = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (hit)
+		return 0;
+	struct phi_identity *id = malloc(sizeof(*id));
+	if (!id)
+		return -ENOMEM;
+	r = phi_identity_from_pid(uid, gid, pid, id);
+	uint64_t start2;
+	/* the same thread throughout: its start time did not change while we read it */
+	if (r >= 0 && (read_starttime(pid, &start2) < 0 || start2 != start))
+		r = -ESRCH;
+	if (r >= 0) {
+		pthread_mutex_lock(&c->lock);
+		*s = (struct id_slot){ .used = true, .pid = pid, .uid = uid, .gid = gid, .start = start,
+				       .until_ns = now + (int64_t)c->ttl_ns, .id = *id };
+		pthread_mutex_unlock(&c->lock);
+		*ret = *id;
+	}
+	free(id);
+	return r;
 }

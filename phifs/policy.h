@@ -35,6 +35,22 @@ struct phi_identity {
  * (a recycled pid). Any failure means: deny with PHI_DENY_NO_IDENTITY. */
 int phi_identity_from_pid(uint32_t uid, uint32_t gid, pid_t pid, struct phi_identity *ret);
 
+/* A cache of identities for the FUSE layer: building one reads five /proc files (about
+ * 120 us); a hit costs one read of /proc/PID/stat. An entry answers a request of the same
+ * thread id, uid and gid whose thread still has the same start time (so a recycled id
+ * misses), for at most ttl. Within ttl a change the start time does not show (setgroups,
+ * execve) is not seen: the same bound as a grant change (docs/grants-format.md).
+ * Thread-safe; direct-mapped on the thread id, cap entries. */
+struct phi_identity_cache;
+int phi_identity_cache_new(size_t cap, uint64_t ttl_ns, struct phi_identity_cache **ret);
+void phi_identity_cache_free(struct phi_identity_cache *c);
+/* phi_identity_from_pid() through the cache (c NULL: no cache). */
+int phi_identity_cached(struct phi_identity_cache *c, uint32_t uid, uint32_t gid, pid_t pid,
+			struct phi_identity *ret);
+/* The start time (field 22, clock ticks since boot) from /proc/PID/stat text: -EBADMSG
+ * unless well formed. */
+int phi_proc_parse_starttime(const char *p, size_t len, uint64_t *ret);
+
 /* The parts of /proc/PID/status the identity needs. */
 struct phi_proc_status {
 	pid_t tgid;

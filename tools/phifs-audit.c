@@ -2,7 +2,8 @@
  *
  *   phifs-audit keygen --out DIR [--name NAME]
  *   phifs-audit lookup-key [--key-file MASTER] --out FILE
- *   phifs-audit verify --dir LOGDIR --export-dir DIR --pubkey FILE [--max-gap S] [--json]
+ *   phifs-audit verify --dir LOGDIR --export-dir DIR --pubkey FILE [--pubkey FILE...] [--max-gap S]
+ *                      [--json]   (several keys: the log's keys over time, oldest first)
  *   phifs-audit query --dir LOGDIR [--patient ID|pt:..] [--principal P] [--role R] [--event E]
  *                     [--outcome N] [--from T] [--to T] [--format table|json|csv]
  *                     [--lookup-key FILE]
@@ -32,6 +33,9 @@ struct args {
 	const char *out, *name, *key_file, *dir, *export_dir, *pubkey, *patient, *path, *principal,
 		*role, *event, *format, *lookup_key, *socket, *action, *detail, *out_md, *out_html, *purpose;
 	int64_t grant_exp_ns;
+	const char *pubkeys[PHI_AUDIT_VKEYS_MAX];
+	size_t npubkeys;
+	bool too_many_keys;
 	unsigned work_from, work_to, deny_max, spike_max;
 	bool once;
 	int outcome;
@@ -87,18 +91,20 @@ static void json_str(FILE *f, const char *s)
 
 static int cmd_verify(const struct args *a)
 {
-	struct phi_audit_vkey vk;
+	struct phi_audit_vkey vk[PHI_AUDIT_VKEYS_MAX];
 	struct phi_audit_verify_result res;
 	struct phi_audit_verify_opts o = { .max_gap_s = a->max_gap };
 	static const char *const st[] = { "ok", "tampered", "unverifiable" };
-	if (!a->dir || !a->export_dir || !a->pubkey)
+	if (!a->dir || !a->export_dir || !a->npubkeys || a->too_many_keys)
 		return 2;
-	int r = phi_audit_vkey_load(a->pubkey, &vk);
-	if (r < 0) {
-		err("cannot load the public key", r);
-		return 2;
+	for (size_t k = 0; k < a->npubkeys; k++) {
+		int r = phi_audit_vkey_load(a->pubkeys[k], &vk[k]);
+		if (r < 0) {
+			err("cannot load the public key", r);
+			return 2;
+		}
 	}
-	phi_audit_verify(a->dir, a->export_dir, &vk, &o, &res);
+	phi_audit_verify_keys(a->dir, a->export_dir, vk, a->npubkeys, &o, &res);
 	if (a->json) {
 		printf("{\"status\":\"%s\",\"exit\":%d,\"segments\":%" PRIu64 ",\"records\":%" PRIu64
 		       ",\"checkpoints_local\":%" PRIu64 ",\"checkpoints_exported\":%" PRIu64
@@ -365,7 +371,7 @@ static int usage(void)
 	fputs("usage: phifs-audit COMMAND [OPTIONS]\n"
 	      "  keygen --out DIR [--name NAME]\n"
 	      "  lookup-key [--key-file MASTER] --out FILE\n"
-	      "  verify --dir LOGDIR --export-dir DIR --pubkey FILE [--max-gap S] [--json]\n"
+	      "  verify --dir LOGDIR --export-dir DIR --pubkey FILE [--pubkey FILE...] [--max-gap S] [--json]\n"
 	      "  query --dir LOGDIR [--patient ID|pt:..] [--principal P] [--role R] [--event E]\n"
 	      "        [--outcome N] [--from T] [--to T] [--format table|json|csv] [--lookup-key FILE]\n"
 	      "  report --dir LOGDIR [--from T] [--to T] [--out-md FILE] [--out-html FILE]\n"
@@ -414,7 +420,13 @@ int main(int argc, char **argv)
 		case 'K': a.key_file = optarg; break;
 		case 'd': a.dir = optarg; break;
 		case 'e': a.export_dir = optarg; break;
-		case 'p': a.pubkey = optarg; break;
+		case 'p':
+			a.pubkey = optarg;
+			if (a.npubkeys < PHI_AUDIT_VKEYS_MAX)
+				a.pubkeys[a.npubkeys++] = optarg;
+			else
+				a.too_many_keys = true;
+			break;
 		case 'P': a.patient = optarg; break;
 		case 'F': a.path = optarg; break;
 		case 'u': a.principal = optarg; break;

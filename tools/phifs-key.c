@@ -1,8 +1,11 @@
 /* phifs-key: store and key management for phifs.
  *
- *   phifs-key --store STORE [--key-file FILE] COMMAND [ARGS]
+ *   phifs-key --store STORE [--key-file FILE] [--audit-socket PATH|none] COMMAND [ARGS]
  *
  * Without --key-file the master key comes from $CREDENTIALS_DIRECTORY/phifs-master-key.
+ * add, rotate, rewrap, shred and rekey-master are recorded in the audit log (phifs-auditd,
+ * --audit-socket or $PHIFS_AUDIT_SOCKET) before they change anything, and refused when the
+ * record cannot be made durable (admin.h).
  * Errors are one line on stderr, never with key material or patient ids.
  * Exit codes: 0 ok, 1 error, 2 usage.
  */
@@ -18,6 +21,7 @@
 #include <sodium.h>
 
 #include "phifs/admin.h"
+#include "phifs/audit.h"
 #include "phifs/cfile.h"
 #include "phifs/crypto.h"
 #include "phifs/keys.h"
@@ -32,7 +36,9 @@ struct ctx {
 	const char *store_url;
 	const char *key_file;
 	const char *new_key_file;
+	const char *audit_socket;
 	bool yes;
+	struct phi_admin_audit audit;
 	struct phi_key *master;
 	struct phi_store *s;
 	struct phi_keyring *kr;
@@ -42,6 +48,7 @@ struct ctx {
 
 static void ctx_done(struct ctx *c)
 {
+	phi_admin_audit_done(&c->audit);
 	phi_keyring_free(c->kr);
 	phi_store_close(c->s);
 	phi_key_free(c->master);
@@ -66,10 +73,10 @@ static int err(const char *fmt, ...)
 static int usage(FILE *f)
 {
 	if (f == stderr) {
-		fputs("usage: phifs-key --store STORE [--key-file FILE] COMMAND [ARGS] (see --help)\n", f);
+		fputs("usage: phifs-key --store STORE [--key-file FILE] [--audit-socket PATH|none] COMMAND [ARGS] (see --help)\n", f);
 		return 2;
 	}
-	fputs("usage: phifs-key --store STORE [--key-file FILE] COMMAND [ARGS]\n"
+	fputs("usage: phifs-key --store STORE [--key-file FILE] [--audit-socket PATH|none] COMMAND [ARGS]\n"
 	      "commands:\n"
 	      "  init                      create a new master key file and a new store\n"
 	      "  add PATIENT               add a patient (random keys, version 1)\n"
@@ -81,9 +88,49 @@ static int usage(FILE *f)
 	      "  rekey-master --new-key-file FILE\n"
 	      "                            wrap every key under a new master key (store unmounted)\n"
 	      "  check [PATIENT]           confirm that every file decrypts\n"
-	      "Without --key-file the key is read from $CREDENTIALS_DIRECTORY/" PHI_CRED_NAME ".\n",
+	      "Without --key-file the key is read from $CREDENTIALS_DIRECTORY/" PHI_CRED_NAME ".\n"
+	      "add, rotate, rewrap, shred and rekey-master write an audit record to phifs-auditd\n"
+	      "(--audit-socket PATH, else $" PHI_AUDIT_SOCKET_ENV ") before changing anything and are\n"
+	      "refused if it cannot be made durable; --audit-socket none runs them unaudited.\n",
 	      f);
 	return 2;
+}
+
+/* ---- audit (write-ahead: admin.h) ---- */
+
+static void audit_event(struct phi_audit_event *ev, enum phi_audit_ev e, char action,
+			const char *what)
+{
+	*ev = (struct phi_audit_event){ .event = e, .action = action };
+	snprintf(ev->detail, sizeof(ev->detail), "phifs-key %s", what);
+}
+
+/* Record the change about to be made; refuse (nonzero exit) if the record is not durable. */
+static int audit_begin(struct ctx *c, enum phi_audit_ev e, char action, const char *what,
+		       const char *patient)
+{
+	char msg[512];
+	if (phi_admin_audit_open(c->audit_socket, c->master, &c->audit, msg, sizeof(msg)) < 0)
+		return err("%s; nothing changed", msg);
+	struct phi_audit_event ev;
+	audit_event(&ev, e, action, what);
+	int r = phi_admin_audit_record(&c->audit, &ev, patient);
+	if (r < 0)
+		return err("the audit log did not record %s (%s); nothing changed", what, strerror(-r));
+	return 0;
+}
+
+/* The change recorded by audit_begin failed with r (-errno): say so in the log too. */
+static void audit_failed(struct ctx *c, enum phi_audit_ev e, char action, const char *what,
+			 const char *patient, int r)
+{
+	struct phi_audit_event ev;
+	audit_event(&ev, e, action, what);
+	ev.outcome = 8;
+	ev.err = r < 0 && r > -4096 ? -r : EIO;
+	snprintf(ev.detail, sizeof(ev.detail), "phifs-key %s failed", what);
+	if (phi_admin_audit_record(&c->audit, &ev, patient) < 0)
+		fprintf(stderr, "phifs-key: warning: the audit log did not record that %s failed\n", what);
 }
 
 static int key_err(const char *file, int r)
@@ -189,9 +236,16 @@ static int cmd_add(struct ctx *c, const char *patient)
 	int r = open_rw(c, false);
 	if (r)
 		return r;
+	if (phi_patient_valid(patient) < 0)
+		return patient_err(-EINVAL);
+	r = audit_begin(c, PHI_AE_KEY_ADD, 'C', "add", patient);
+	if (r)
+		return r;
 	r = phi_patient_add(c->kr, patient);
-	if (r < 0)
+	if (r < 0) {
+		audit_failed(c, PHI_AE_KEY_ADD, 'C', "add", patient, r);
 		return patient_err(r);
+	}
 	char tag[PHI_TAG_LEN + 1];
 	(void)phi_patient_tag(c->kr, patient, tag);
 	printf("added patient as %s\n", tag);
@@ -310,10 +364,17 @@ static int cmd_rotate(struct ctx *c, const char *patient)
 	int r = open_rw(c, false);
 	if (r)
 		return r;
+	if (phi_patient_valid(patient) < 0)
+		return patient_err(-EINVAL);
+	r = audit_begin(c, PHI_AE_KEY_ROTATE, 'U', "rotate", patient);
+	if (r)
+		return r;
 	uint32_t v;
 	r = phi_patient_rotate(c->kr, patient, &v);
-	if (r < 0)
+	if (r < 0) {
+		audit_failed(c, PHI_AE_KEY_ROTATE, 'U', "rotate", patient, r);
 		return patient_err(r);
+	}
 	printf("%" PRIu32 "\n", v);
 	return 0;
 }
@@ -328,9 +389,16 @@ static int cmd_shred(struct ctx *c, const char *patient)
 	int r = open_rw(c, false);
 	if (r)
 		return r;
+	if (phi_patient_valid(patient) < 0)
+		return patient_err(-EINVAL);
+	r = audit_begin(c, PHI_AE_KEY_SHRED, 'D', "shred", patient);
+	if (r)
+		return r;
 	r = phi_patient_shred(c->kr, patient);
-	if (r < 0)
+	if (r < 0) {
+		audit_failed(c, PHI_AE_KEY_SHRED, 'D', "shred", patient, r);
 		return patient_err(r);
+	}
 	puts("patient shredded: every key version destroyed. The old key file must also be gone "
 	     "from every backup and snapshot of the store for the data to be unrecoverable.");
 	return 0;
@@ -356,7 +424,12 @@ static int cmd_rekey(struct ctx *c)
 		return err("cannot create key file %s: %s", c->new_key_file, strerror(-r));
 	if (sodium_memcmp(nk->k, c->master->k, PHI_KEY_LEN) == 0)
 		return err("the new key file holds the current master key; give a new file name");
+	r = audit_begin(c, PHI_AE_KEY_REKEY, 'U', "rekey-master", NULL);
+	if (r)
+		return r;
 	r = phi_keyring_rekey(c->kr, nk);
+	if (r < 0)
+		audit_failed(c, PHI_AE_KEY_REKEY, 'U', "rekey-master", NULL, r);
 	if (r < 0)
 		return err("rekey-master failed (the old master key still opens the store; rerun "
 			   "with the same --new-key-file to finish): %s", strerror(-r));
@@ -657,24 +730,37 @@ static int cmd_rewrap(struct ctx *c, const char *patient)
 	if (r)
 		return r;
 	_cleanup_pkeys_free_ struct phi_pkeys *pk = NULL;
+	if (phi_patient_valid(patient) < 0)
+		return patient_err(-EINVAL);
+	r = audit_begin(c, PHI_AE_KEY_REWRAP, 'U', "rewrap", patient);
+	if (r)
+		return r;
 	r = phi_patient_load(c->kr, patient, &pk);
 	if (r >= 0 && pk->shredded)
 		r = -EKEYREVOKED;
-	if (r < 0)
+	if (r < 0) {
+		audit_failed(c, PHI_AE_KEY_REWRAP, 'U', "rewrap", patient, r);
 		return patient_err(r);
+	}
 	_cleanup_sodium_ uint8_t *buf = sodium_malloc(CHUNK);
-	if (!buf)
+	if (!buf) {
+		audit_failed(c, PHI_AE_KEY_REWRAP, 'U', "rewrap", patient, -ENOMEM);
 		return err("out of memory");
+	}
 	struct rewrap_ctx rc = { .s = c->s, .pk = pk, .buf = buf };
 	char root[8 + PHI_TAG_LEN];
 	snprintf(root, sizeof(root), "data/%s", pk->tag);
 	r = walk(c->s, root, 0, &(const struct walker){ rewrap_file, rewrap_pending }, &rc);
-	if (r < 0)
+	if (r < 0) {
+		audit_failed(c, PHI_AE_KEY_REWRAP, 'U', "rewrap", patient, r);
 		return err("rewrap failed after %zu files (older key versions kept; rerun to finish): %s",
 			   rc.done, strerror(-r));
+	}
 	r = phi_patient_retire_old(c->kr, patient);
-	if (r < 0)
+	if (r < 0) {
+		audit_failed(c, PHI_AE_KEY_REWRAP, 'U', "rewrap", patient, r);
 		return patient_err(r);
+	}
 	printf("rewrapped %zu files to version %" PRIu32 " (%zu already current); older versions retired\n",
 	       rc.done, pk->current, rc.skipped);
 	return 0;
@@ -822,6 +908,7 @@ int main(int argc, char *argv[])
 		{ "key-file", required_argument, NULL, 'k' },
 		{ "new-key-file", required_argument, NULL, 'n' },
 		{ "yes", no_argument, NULL, 'y' },
+		{ "audit-socket", required_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -840,6 +927,9 @@ int main(int argc, char *argv[])
 			break;
 		case 'y':
 			c.yes = true;
+			break;
+		case 'a':
+			c.audit_socket = optarg;
 			break;
 		case 'h':
 			usage(stdout);

@@ -19,6 +19,7 @@ BENCH_FILES=${BENCH_FILES:-1000}
 SETUPS=${BENCH_SETUPS:-phifs rclone}
 PHIFS=${PHIFS:-$root/build/phifs/phifs}
 PHIFS_KEY=${PHIFS_KEY:-$root/build/tools/phifs-key}
+export PHIFS_AUDIT_SOCKET=${PHIFS_AUDIT_SOCKET:-none} # store setup only
 AZ_TOOL=${AZ_TOOL:-$root/build/tests/azure/az-tool}
 [ "$(id -u)" = 0 ] || { echo "bench.sh: needs root" >&2; exit 2; }
 if ! command -v rclone >/dev/null; then

@@ -17,6 +17,7 @@ BENCH_FIO_SIZE=${BENCH_FIO_SIZE:-256M}
 BENCH_OC_N=${BENCH_OC_N:-20000}
 PHIFS=${PHIFS:-build/phifs/phifs}
 PHIFS_KEY=${PHIFS_KEY:-build/tools/phifs-key}
+export PHIFS_AUDIT_SOCKET=${PHIFS_AUDIT_SOCKET:-none} # store setup; the open benchmark audits its mount
 SETUPS=${BENCH_SETUPS:-raw bindfs gocryptfs phifs}
 REPS=${BENCH_REPS:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -17,20 +17,29 @@ for u in 4001 4002 4003 4004 4005 4006; do
 	useradd -u "$u" -M -N -s /usr/sbin/nologin "phitest$u" 2>/dev/null || { echo "SKIP: useradd failed"; exit 77; }
 	MADE_USERS+=("phitest$u")
 done
-phi_setup p-alpha-000111 p-beta-000222
 chmod 711 "$T" # other uids must reach the mount point
 G() { "$PHIFS_GRANT" --store "$STORE" --key-file "$KEY" "$@"; }
+K() { "$PHIFS_KEY" --store "$STORE" --key-file "$KEY" "$@"; }
 settle() { sleep 1.1; } # a running mount sees grant changes within a second
 AK=$T/ak ALOG=$T/alog AEXP=$T/aexp ASOCK=$T/audit.sock
 mkdir -p "$AK" "$AEXP"
 "$PHIFS_AUDIT" keygen --out "$AK" --name phi-audit/test >/dev/null
 AUDITD_PID=
 auditd_start() {
+	rm -f "$ASOCK" # a killed writer leaves its socket file behind
 	"$AUDITD" --dir "$ALOG" --export-dir "$AEXP" --socket "$ASOCK" \
 		--signing-key "$AK/phifs-audit-signing-key" 2>>"$T/auditd.log" &
 	AUDITD_PID=$!
-	for _ in $(seq 200); do [ -S "$ASOCK" ] && return 0; sleep 0.05; done
-	fail "phifs-auditd did not start"
+	# ready when it accepts a connection (not a timing assertion)
+	python3 - "$ASOCK" <<'PY' || fail "phifs-auditd did not start"
+import socket, sys, time
+for _ in range(400):
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1]); s.close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.025)
+sys.exit(1)
+PY
 }
 auditd_cleanup() { [ -z "$AUDITD_PID" ] || kill -9 "$AUDITD_PID" 2>/dev/null || true; }
 trap 'phi_cleanup_all' EXIT
@@ -41,6 +50,23 @@ phi_cleanup_all() {
 	for u in "${MADE_USERS[@]}"; do userdel "$u" 2>/dev/null || true; done
 }
 auditd_start
+# key and grant changes are recorded in this log (meson sets "none" for the other tests)
+export PHIFS_AUDIT_SOCKET=$ASOCK
+phi_setup p-alpha-000111 p-beta-000222
+
+# the tools fail closed: without a writer no key or grant change happens
+kill -9 "$AUDITD_PID"; wait "$AUDITD_PID" 2>/dev/null || true; AUDITD_PID=
+K add p-gamma-000333 2>"$T/err" && fail "patient added without an audit record"
+grep -q "audit log did not record" "$T/err" || fail "phifs-key refusal: $(cat "$T/err")"
+G add --principal user:0 --patient '*' --role service --purpose operations --for 1h 2>"$T/err" &&
+	fail "grant added without an audit record"
+K list | grep -q p-gamma && fail "the refused patient exists"
+[ -z "$(G list)" ] || fail "the refused grant exists"
+env -u PHIFS_AUDIT_SOCKET "$PHIFS_KEY" --store "$STORE" --key-file "$KEY" rotate p-alpha-000111 \
+	2>"$T/err" && fail "rotate ran with no audit log configured"
+grep -q "audit-socket" "$T/err" || fail "no-config refusal: $(cat "$T/err")"
+auditd_start
+ok "phifs-key and phifs-grant refuse changes they cannot record"
 
 # root writes through a service grant; others get their own grants below
 G add --principal user:0 --patient '*' --role service --purpose operations --for 1h >/dev/null
@@ -120,18 +146,38 @@ kill -9 "$AUDITD_PID"; wait "$AUDITD_PID" 2>/dev/null || true; AUDITD_PID=
 sleep 0.2
 cat "$A/notes/n1.txt" >/dev/null 2>&1 && fail "open served without a durable audit record"
 auditd_start
-# the first calls after the restart may still meet the dead writer's pooled connections
-back=0
-for _ in 1 2 3 4 5; do cat "$A/notes/n1.txt" >/dev/null 2>&1 && { back=1; break; }; sleep 0.3; done
-[ $back = 1 ] || fail "opens work again once the writer is back"
-ok "audit writer down: opens denied; back: served"
+# the mount's pooled connections to the dead writer are dropped before use: no retry needed
+cat "$A/notes/n1.txt" >/dev/null || fail "the first open after the writer's restart failed"
+ok "audit writer down: opens denied; back: the next open is served"
+
+# grant expiry: an attempt under an expired grant is denied, and the mount records the
+# expiry itself once (grant-expire), then a denial per attempt
+xgid=$(G add --principal user:4006 --patient p-alpha-000111 --role provider --purpose treatment \
+	--consent form-9 --for 2s)
+settle
+as 4006 cat "$A/notes/n1.txt" >/dev/null || fail "short grant read"
+sleep 2
+denied 4006 cat "$A/notes/n1.txt"
+denied 4006 cat "$A/notes/n1.txt"
+ok "expired grant denied at open"
 
 phi_umount
+
+# key events on the unmounted store: one durable record each before the change
+"$PHIFS_AUDIT" lookup-key --key-file "$KEY" --out "$T/lookup.key" >/dev/null
+PA_ALPHA=$("$PHIFS_AUDIT" pseudonym --lookup-key "$T/lookup.key" --patient p-alpha-000111)
+PA_BETA=$("$PHIFS_AUDIT" pseudonym --lookup-key "$T/lookup.key" --patient p-beta-000222)
+K rotate p-alpha-000111 >/dev/null
+K rewrap p-alpha-000111 >/dev/null
+K shred p-beta-000222 --yes >/dev/null
+K rotate p-nobody-999 2>/dev/null && fail "rotate of an unknown patient"
+K rekey-master --new-key-file "$T/master2.key" >/dev/null
+ok "rotate, rewrap, shred, rekey-master with audit"
 kill -TERM "$AUDITD_PID"; wait "$AUDITD_PID" || fail "auditd stop"; AUDITD_PID=
 
 # the log: every kind of record above is there, PHI-free, and it verifies
 q() { "$PHIFS_AUDIT" query --dir "$ALOG" --format json "$@"; }
-python3 - "$ALOG" <<PY || fail "audit log content"
+python3 - "$ALOG" "$PA_ALPHA" "$PA_BETA" "$gid" "$xgid" <<PY || fail "audit log content"
 import json, subprocess, sys
 recs = [json.loads(l) for l in subprocess.run(["$PHIFS_AUDIT", "query", "--dir", sys.argv[1],
         "--format", "json"], stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()]
@@ -149,6 +195,35 @@ has(lambda r: ev(r) == "deny" and uid(r) == 4003, "admin denial")
 has(lambda r: ev(r) == "deny" and uid(r) == 4002, "job denial outside results/")
 has(lambda r: ev(r) == "create" and uid(r) == 4002, "job create in results/")
 has(lambda r: uid(r) == 4004 and "emergency" in json.dumps(r), "emergency use flagged")
+alpha, beta, gid, xgid = sys.argv[2:6]
+pt = lambda r: r.get("object", {}).get("patient") or r.get("obj", {}).get("patient") or r.get("patient")
+def count(pred):
+    return sum(1 for r in recs if pred(r))
+ok0 = lambda r: r.get("outcome") == 0
+op = lambda r: r.get("actor", {}).get("role") == "operator"
+# key events: one success record each, by the operator, naming the patient's pseudonym
+for e, p in (("key-add", alpha), ("key-add", beta), ("key-rotate", alpha), ("key-rewrap", alpha),
+             ("key-shred", beta)):
+    n = count(lambda r: ev(r) == e and pt(r) == p and ok0(r) and op(r) and uid(r) == 0)
+    if n != 1:
+        sys.exit(f"{e}: {n} success records for the patient, want 1")
+if count(lambda r: ev(r) == "key-rekey" and ok0(r) and op(r)) != 1:
+    sys.exit("key-rekey record")
+# the refused patient left no record (the writer was down); the failed rotate left two
+if count(lambda r: ev(r) == "key-add") != 2:
+    sys.exit("key-add records: %d" % count(lambda r: ev(r) == "key-add"))
+if count(lambda r: ev(r) == "key-rotate" and r.get("outcome") == 8) != 1:
+    sys.exit("the failed rotate has no failure record")
+gr = lambda r: r.get("why", {}).get("grant")
+for e, g in (("grant-create", gid), ("grant-revoke", gid), ("grant-create", xgid)):
+    if count(lambda r: ev(r) == e and gr(r) == g and pt(r) == alpha and ok0(r) and op(r)) != 1:
+        sys.exit(f"{e} record of {g}")
+if count(lambda r: ev(r) == "emergency" and pt(r) == beta and op(r) and r.get("action") == "C") != 1:
+    sys.exit("emergency grant record")
+if count(lambda r: ev(r) == "grant-expire" and gr(r) == xgid and pt(r) == alpha and uid(r) == 4006) != 1:
+    sys.exit("grant-expire: want exactly one record of the expired grant")
+if count(lambda r: ev(r) == "deny" and gr(r) == xgid) < 2:
+    sys.exit("denials under the expired grant")
 for marker in ("p-alpha-000111", "p-beta-000222", "n1.txt", "visit note", "unconscious"):
     if marker in blob:
         sys.exit(f"PHI in the audit log: {marker}")

@@ -54,13 +54,15 @@ wait_for() { # SECONDS WHAT CMD...: a guard against hanging, not a timing assert
 
 run_store() { # PATIENT...: store, keys, audit daemon, service grant and mount
 	"$PHIFS_KEY" --store "$STORE" --key-file "$KEY" init >/dev/null
-	for p in "$@"; do "$PHIFS_KEY" --store "$STORE" --key-file "$KEY" add "$p" >/dev/null; done
 	"$PHIFS_AUDIT" keygen --out "$AK" --name phi-audit/gpurun-test >/dev/null
 	"$PHIFS_AUDIT" lookup-key --key-file "$KEY" --out "$T/lookup.key" >/dev/null
 	"$AUDITD" --dir "$ALOG" --export-dir "$AEXP" --socket "$ASOCK" \
 		--signing-key "$AK/phifs-audit-signing-key" 2>>"$T/auditd.log" &
 	AUDITD_PID=$!
 	wait_for 20 "phifs-auditd's socket" test -S "$ASOCK"
+	# key and grant changes are audited too (phifs-key and phifs-grant refuse without a log)
+	export PHIFS_AUDIT_SOCKET=$ASOCK
+	for p in "$@"; do "$PHIFS_KEY" --store "$STORE" --key-file "$KEY" add "$p" >/dev/null; done
 	G add --principal user:0 --patient '*' --role service --purpose operations --for 1h >/dev/null
 	"$PHIFS" --key-file "$KEY" -o grants,audit_socket="$ASOCK",allow_other -f "$STORE" "$SVC" 2>>"$T/phifs-svc.log" &
 	SVC_PID=$!

@@ -374,6 +374,70 @@ static void test_identity(void)
 	close(thread_back[1]);
 }
 
+static void test_starttime_parser(void)
+{
+	/* comm may hold spaces and ')': fields count from the last ')' */
+	const char *l = "4242 (a) b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 "
+			"987654 5000 300\n";
+	uint64_t v = 0;
+	CHECK_OK(phi_proc_parse_starttime(l, strlen(l), &v));
+	CHECK_EQ(v, 987654u);
+	const char *end = "1 (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 77";
+	CHECK_OK(phi_proc_parse_starttime(end, strlen(end), &v));
+	CHECK_EQ(v, 77u);
+	const char *bad[] = { "", "1 (x", "1 (x) S 1 2 3", "1 (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 7x7 1",
+			      "1 (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99999999999999999999999 1" };
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		CHECK_EQ(phi_proc_parse_starttime(bad[i], strlen(bad[i]), &v), -EBADMSG);
+}
+
+static void test_identity_cache(void)
+{
+	struct phi_identity_cache *c;
+	struct phi_identity id;
+	CHECK_EQ(phi_identity_cache_new(0, 1, &c), -EINVAL);
+	CHECK_OK(phi_identity_cache_new(64, 60ull * 1000000000, &c));
+	int p[2], q[2];
+	CHECK_OK(pipe2(p, O_CLOEXEC));
+	CHECK_OK(pipe2(q, O_CLOEXEC));
+	pid_t child = fork();
+	CHECK(child >= 0);
+	if (child == 0) {
+		char ch;
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || prctl(PR_SET_NAME, "phi-before") < 0 ||
+		    write(p[1], "r", 1) != 1 || read(q[0], &ch, 1) != 1 ||
+		    prctl(PR_SET_NAME, "phi-after") < 0 || write(p[1], "r", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	char ch;
+	CHECK_EQ(read(p[0], &ch, 1), 1);
+	CHECK_OK(phi_identity_cached(c, geteuid(), getegid(), child, &id));
+	CHECK(!strcmp(id.comm, "phi-before"));
+	CHECK_EQ(id.tgid, child);
+	/* the child renames itself: the live thread with the same start time is answered from
+	 * the cache within the ttl, a fresh lookup sees the change */
+	CHECK_EQ(write(q[1], "x", 1), 1);
+	CHECK_EQ(read(p[0], &ch, 1), 1);
+	CHECK_OK(phi_identity_cached(c, geteuid(), getegid(), child, &id));
+	CHECK(!strcmp(id.comm, "phi-before"));
+	CHECK_OK(phi_identity_cached(NULL, geteuid(), getegid(), child, &id));
+	CHECK(!strcmp(id.comm, "phi-after"));
+	/* other credentials than the entry's: not from the cache (and /proc says no) */
+	CHECK_EQ(phi_identity_cached(c, geteuid() + 1, getegid(), child, &id), -EPERM);
+	/* the thread is gone: its cached entry answers nothing */
+	CHECK_OK(kill(child, SIGKILL));
+	CHECK_EQ(waitpid(child, NULL, 0), child);
+	CHECK_EQ(phi_identity_cached(c, geteuid(), getegid(), child, &id), -ESRCH);
+	CHECK_EQ(phi_identity_cached(c, 0, 0, 0, &id), -EINVAL);
+	phi_identity_cache_free(c);
+	close(p[0]);
+	close(p[1]);
+	close(q[0]);
+	close(q[1]);
+}
+
 static int rm_fn(const char *p, const struct stat *sb, int type, struct FTW *ftw)
 {
 	(void)sb;
@@ -396,8 +460,11 @@ int main(void)
 	CHECK_OK(phi_grants_open(st, kr, &gs));
 	test_roles();
 	test_parsers();
-	if (geteuid() == 0)
+	test_starttime_parser();
+	if (geteuid() == 0) {
 		test_identity();
+		test_identity_cache();
+	}
 	else
 		puts("identity: needs root (setgroups in a child); skipped");
 	phi_grants_free(gs);

@@ -130,18 +130,18 @@ ok "3. phifs-auditd, phifs@clinic (mounted, then uid 65534 with no capabilities)
 
 # ---- 4. Add the first patient (as phifs, with the credential)
 CP=$(cred phifs-key.run nobody phifs-master-key)
-CREDENTIALS_DIRECTORY=$CP as_phifs "$BIN/phifs-key" --store "$R/var/lib/phifs/store" add p-0042 >/dev/null ||
+CREDENTIALS_DIRECTORY=$CP as_phifs "$BIN/phifs-key" --store "$R/var/lib/phifs/store" --audit-socket "$R/run/phifs-audit/audit.sock" add p-0042 >/dev/null ||
 	fail "phifs-key add"
 CREDENTIALS_DIRECTORY=$CP as_phifs "$BIN/phifs-key" --store "$R/var/lib/phifs/store" list | grep -q p-0042 ||
 	fail "p-0042 not listed"
 ok "4. patient p-0042 added"
 
 # ---- 5. Grant a provider (daemon stands in for dr.who)
-CREDENTIALS_DIRECTORY=$CP as_phifs "$BIN/phifs-grant" --store "$R/var/lib/phifs/store" add --principal user:daemon \
+CREDENTIALS_DIRECTORY=$CP as_phifs "$BIN/phifs-grant" --store "$R/var/lib/phifs/store" --audit-socket "$R/run/phifs-audit/audit.sock" add --principal user:daemon \
 	--patient p-0042 --role provider --purpose treatment --consent consent-0042 --for 24h >/dev/null ||
 	fail "phifs-grant add"
 # not a README step: root writes the first document through a service grant
-CREDENTIALS_DIRECTORY=$CP as_phifs "$BIN/phifs-grant" --store "$R/var/lib/phifs/store" add --principal user:0 \
+CREDENTIALS_DIRECTORY=$CP as_phifs "$BIN/phifs-grant" --store "$R/var/lib/phifs/store" --audit-socket "$R/run/phifs-audit/audit.sock" add --principal user:0 \
 	--patient '*' --role service --purpose operations --for 1h >/dev/null || fail "service grant"
 # the running mount picks up new keys and grants by itself
 waitfor "the mount to let the service write" sh -c "echo 'visit note' >'$MNT/p-0042/visit.txt'"
