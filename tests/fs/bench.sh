@@ -1,9 +1,14 @@
 #!/bin/bash
-# bench.sh: compare raw / bindfs / gocryptfs / phifs on the same disk.
+# bench.sh: compare raw / bindfs / gocryptfs / gocryptfs-ao / phifs on the same disk.
+# gocryptfs-ao is gocryptfs -allow_other, which makes gocryptfs mount with default_permissions:
+# the kernel then checks Unix permissions itself and must refresh a directory's attributes
+# (one GETATTR round trip) after every change to it. phifs is a multi-user mount and always
+# runs that way, so gocryptfs-ao is the like-for-like peer; plain gocryptfs is the packaged
+# default (single user, no kernel permission checks).
 # Env: BENCH_DIR (/var/tmp/phi-bench), BENCH_MB (1024), BENCH_FILES (10000),
 #      BENCH_FIO_S (15), BENCH_FIO_SIZE (256M), BENCH_OC_N (20000),
 #      PHIFS (build/phifs/phifs), PHIFS_KEY (build/tools/phifs-key),
-#      BENCH_SETUPS (default "raw bindfs gocryptfs phifs"), BENCH_REPS (1).
+#      BENCH_SETUPS (default "raw bindfs gocryptfs gocryptfs-ao phifs"), BENCH_REPS (1).
 # With BENCH_REPS=N the setups run N times, interleaved (raw bindfs gocryptfs phifs raw ...),
 # and each cell is the median of its N values: on a shared, noisy machine a burst of load
 # then hits every setup alike instead of one setup's whole run.
@@ -18,7 +23,7 @@ BENCH_OC_N=${BENCH_OC_N:-20000}
 PHIFS=${PHIFS:-build/phifs/phifs}
 PHIFS_KEY=${PHIFS_KEY:-build/tools/phifs-key}
 export PHIFS_AUDIT_SOCKET=${PHIFS_AUDIT_SOCKET:-none} # store setup; the open benchmark audits its mount
-SETUPS=${BENCH_SETUPS:-raw bindfs gocryptfs phifs}
+SETUPS=${BENCH_SETUPS:-raw bindfs gocryptfs gocryptfs-ao phifs}
 REPS=${BENCH_REPS:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
@@ -53,13 +58,15 @@ do_mount() {
 		mkdir -p "$TMP/bindfs.back" "$TMP/bindfs.mnt"
 		bindfs "$TMP/bindfs.back" "$TMP/bindfs.mnt"
 		MOUNTS+=("$TMP/bindfs.mnt"); WORK=$TMP/bindfs.mnt ;;
-	gocryptfs)
-		mkdir -p "$TMP/gocryptfs.cipher" "$TMP/gocryptfs.mnt"
+	gocryptfs|gocryptfs-ao)
+		mkdir -p "$TMP/$s.cipher" "$TMP/$s.mnt"
 		echo pw > "$TMP/gocryptfs.pass"
-		[ -e "$TMP/gocryptfs.cipher/gocryptfs.conf" ] ||
-			gocryptfs -init -q -scryptn 10 -passfile "$TMP/gocryptfs.pass" "$TMP/gocryptfs.cipher" >/dev/null
-		gocryptfs -q -passfile "$TMP/gocryptfs.pass" "$TMP/gocryptfs.cipher" "$TMP/gocryptfs.mnt"
-		MOUNTS+=("$TMP/gocryptfs.mnt"); WORK=$TMP/gocryptfs.mnt ;;
+		[ -e "$TMP/$s.cipher/gocryptfs.conf" ] ||
+			gocryptfs -init -q -scryptn 10 -passfile "$TMP/gocryptfs.pass" "$TMP/$s.cipher" >/dev/null
+		local ao=
+		[ "$s" = gocryptfs-ao ] && ao=-allow_other
+		gocryptfs -q $ao -passfile "$TMP/gocryptfs.pass" "$TMP/$s.cipher" "$TMP/$s.mnt"
+		MOUNTS+=("$TMP/$s.mnt"); WORK=$TMP/$s.mnt ;;
 	phifs)
 		mkdir -p "$TMP/phifs.store" "$TMP/phifs.mnt"
 		if [ ! -e "$TMP/phifs.key" ]; then
@@ -168,6 +175,7 @@ RUN=()
 for s in $SETUPS; do
 	case $s in
 	raw) ;;
+	gocryptfs-ao) command -v gocryptfs >/dev/null || { log "skip $s: not installed"; continue; } ;;
 	bindfs|gocryptfs) command -v "$s" >/dev/null || { log "skip $s: not installed"; continue; } ;;
 	phifs) { [ -x "$PHIFS" ] && [ -x "$PHIFS_KEY" ]; } || { log "skip phifs: $PHIFS / $PHIFS_KEY not built"; continue; } ;;
 	*) echo "bench.sh: unknown setup $s" >&2; exit 2 ;;
@@ -182,26 +190,26 @@ for rep in $(seq "$REPS"); do
 done
 for k in "${!R[@]}"; do R[$k]=$(echo "${R[$k]}" | median); done
 
-cols="raw bindfs gocryptfs phifs"
+cols="raw bindfs gocryptfs gocryptfs-ao phifs"
+ratio() { # metric peer
+	local g=${R[$2.$1]:-} p=${R[phifs.$1]:-}
+	if [ -z "$g" ] || [ -z "$p" ]; then echo n/a; return; fi
+	if [ -n "${HIGHER[$1]:-}" ]; then
+		awk -v p="$p" -v g="$g" 'BEGIN{ if (g>0) printf "%.2f", p/g; else print "n/a" }'
+	else
+		awk -v p="$p" -v g="$g" 'BEGIN{ if (p>0) printf "%.2f", g/p; else print "n/a" }'
+	fi
+}
 echo
 echo "Benchmark: $(uname -r), $(nproc) cores, dir $BENCH_DIR ($(df -PT "$BENCH_DIR" | awk 'NR==2{print $2}')), BENCH_MB=$BENCH_MB BENCH_FILES=$BENCH_FILES fio ${BENCH_FIO_S}s/${BENCH_FIO_SIZE}, median of $REPS interleaved repetition(s)"
 echo
-printf '| metric |'; for c in $cols; do printf ' %s |' "$c"; done; printf ' phifs/gocryptfs |\n'
-printf '|---|'; for c in $cols; do printf -- '---:|'; done; printf -- '---:|\n'
+printf '| metric |'; for c in $cols; do printf ' %s |' "$c"; done; printf ' phifs/gocryptfs | phifs/gocryptfs-ao |\n'
+printf '|---|'; for c in $cols; do printf -- '---:|'; done; printf -- '---:|---:|\n'
 for m in "${METRICS[@]}"; do
 	printf '| %s |' "${LABEL[$m]}"
 	for c in $cols; do printf ' %s |' "${R[$c.$m]:-n/a}"; done
-	g=${R[gocryptfs.$m]:-} p=${R[phifs.$m]:-}
-	if [ -n "$g" ] && [ -n "$p" ]; then
-		if [ -n "${HIGHER[$m]:-}" ]; then
-			ratio=$(awk -v p="$p" -v g="$g" 'BEGIN{ if (g>0) printf "%.2f", p/g; else print "n/a" }')
-		else
-			ratio=$(awk -v p="$p" -v g="$g" 'BEGIN{ if (p>0) printf "%.2f", g/p; else print "n/a" }')
-		fi
-	else
-		ratio=n/a
-	fi
-	printf ' %s |\n' "$ratio"
+	printf ' %s | %s |\n' "$(ratio "$m" gocryptfs)" "$(ratio "$m" gocryptfs-ao)"
 done
 echo
-echo "Ratio column: >1 means phifs is better (throughput: phifs/gocryptfs; time and latency: gocryptfs/phifs)."
+echo "Ratio columns: >1 means phifs is better (throughput: phifs/peer; time and latency: peer/phifs)."
+echo "gocryptfs-ao: gocryptfs -allow_other (default_permissions, like phifs)."
