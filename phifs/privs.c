@@ -33,8 +33,8 @@ int phi_privs_drop(const char *user)
 {
 	if (!user || !*user)
 		return -EINVAL;
-	uid_t uid;
-	gid_t gid;
+	uid_t uid = 0; /* 0 is refused below, so a failed lookup cannot slip through */
+	gid_t gid = 0;
 	int r = lookup_user(user, &uid, &gid);
 	if (r < 0)
 		return r;

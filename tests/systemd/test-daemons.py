@@ -109,7 +109,7 @@ try:
     store, mnt, key = (os.path.join(tmp, n) for n in ('store', 'mnt', 'master.key'))
     os.makedirs(mnt)
     run(PK, '--store', store, '--key-file', key, 'init')
-    run(PK, '--store', store, '--key-file', key, 'add', 'p-0001')
+    run(PK, '--store', store, '--key-file', key, '--audit-socket', sock, 'add', 'p-0001')
     nobody = pwd.getpwnam('nobody')
     run('chown', '-R', '%d:%d' % (nobody.pw_uid, nobody.pw_gid), store)
 

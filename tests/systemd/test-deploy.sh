@@ -59,7 +59,8 @@ ok "1. installed under $PREFIX, users and directories created"
 # ---- 2. The master key as an encrypted credential
 export SYSTEMD_CREDENTIAL_SECRET=$R/var/lib/systemd/credential.secret
 mkdir -p "$R/var/lib/systemd"
-as_phifs() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
+# with the group phifs, as the user phifs has: it may connect to the audit socket
+as_phifs() { setpriv --reuid=nobody --regid=nogroup --groups="$(gid phifs)" "$@"; }
 install -d -m 0700 -o nobody -g nogroup "$R/run/phi-setup"
 as_phifs "$BIN/phifs-key" --store "$R/var/lib/phifs/store" --key-file "$R/run/phi-setup/master.key" init >/dev/null ||
 	fail "phifs-key init as phifs"
