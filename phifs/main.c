@@ -38,9 +38,10 @@ struct cli {
 	int direct_io;
 	int ro;
 	int show_help;
+	int max_threads_given;
 };
 
-enum { KEY_RO, KEY_HELP };
+enum { KEY_RO, KEY_HELP, KEY_MAX_THREADS };
 
 static const struct fuse_opt cli_opts[] = {
 	{ "--key-file=%s", offsetof(struct cli, key_file), 0 },
@@ -61,6 +62,7 @@ static const struct fuse_opt cli_opts[] = {
 	{ "direct_io", offsetof(struct cli, direct_io), 1 },
 	{ "--store-opts %s", offsetof(struct cli, store_opts), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("max_threads=", KEY_MAX_THREADS),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_END
@@ -77,6 +79,12 @@ static int cli_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	if (key == KEY_HELP) {
 		c->show_help = 1;
 		return 0;
+	}
+	if (key == KEY_MAX_THREADS) {
+		/* fuse_parse_cmdline fills in its own default (10), so only this tells an explicit
+		 * -o max_threads= from none */
+		c->max_threads_given = 1;
+		return 1; /* for fuse_parse_cmdline */
 	}
 	if (key == FUSE_OPT_KEY_NONOPT && !c->store) {
 		c->store = strdup(arg);
@@ -264,8 +272,8 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);
 	fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads > 0 && fo.max_idle_threads <= 1024 ? fo.max_idle_threads : 10);
 	/* with audit, each thread waits for its record's group commit: more threads, larger batches */
-	fuse_loop_cfg_set_max_threads(lc, fo.max_threads > 0 && fo.max_threads <= 1024 ? fo.max_threads
-								      : audit ? 64 : 16);
+	fuse_loop_cfg_set_max_threads(lc, c.max_threads_given && fo.max_threads > 0 && fo.max_threads <= 1024
+						  ? fo.max_threads : audit ? 64 : 16);
 	ret = fo.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	ret = ret != 0;
 	(void)phi_notify_send(notify, "STOPPING=1\nSTATUS=unmounting");
