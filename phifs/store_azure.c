@@ -37,6 +37,8 @@
 #include "util.h"
 
 #define BLOCK (4u << 20)        /* block size of staged uploads and cached reads */
+/* reads up to this size off the sequential path are ranged GETs, not block loads */
+#define SMALL_READ (64u * 1024)
 #define OBJ_SLOTS 4             /* cached blocks per open object: bounds memory to 16 MiB */
 #define LIST_MAX (16u << 20)    /* largest List Blobs / Get Block List body accepted */
 #define MAX_HDRS 24
@@ -438,7 +440,7 @@ struct phi_store_obj {
 	size_t ncommitted;
 	bool committed_known;
 	uint32_t session; /* in our block ids */
-	uint64_t next_read; /* block a sequential reader asks for next */
+	uint64_t next_read; /* block a sequential reader asks for next (0: nothing read yet) */
 };
 
 static struct az_store *to_az(struct phi_store *s)
@@ -2286,16 +2288,32 @@ static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off
 	while (done < len && off + done < o->size) {
 		uint64_t pos = off + done, i = pos / BLOCK;
 		struct slot *sl;
-		if (i == o->next_read && !slot_find(o, i))
+		/* only a second read in sequence starts read-ahead: every open reads the file
+		 * header at offset 0, and a 4 KiB overwrite must not cost three block downloads */
+		if (o->next_read && i == o->next_read && !slot_find(o, i))
 			prefetch(o, i);
+		bool seq = o->next_read && i == o->next_read;
 		o->next_read = i + 1;
-		r = slot_get(o, i, true, &sl);
-		if (r < 0)
-			break;
 		uint64_t in = pos - i * BLOCK;
 		uint64_t n = block_len(o->size, i) - in;
 		if (n > len - done)
 			n = len - done;
+		/* a small read off the sequence (a file header at open, a random 4 KiB) of
+		 * committed bytes that this mount holds nowhere: fetch that range, not the block */
+		uint64_t valid = o->csize < o->low ? o->csize : o->low;
+		if (!seq && len <= SMALL_READ && pos + n <= valid && !slot_find(o, i) && !staged_get(o, i)) {
+			size_t got = 0;
+			r = ranged_get(o, (uint8_t *)buf + done, pos, (size_t)n, &got);
+			if (r >= 0 && got != n)
+				r = -EIO;
+			if (r < 0)
+				break;
+			done += (size_t)n;
+			continue;
+		}
+		r = slot_get(o, i, true, &sl);
+		if (r < 0)
+			break;
 		memcpy((uint8_t *)buf + done, sl->buf + in, (size_t)n);
 		done += (size_t)n;
 	}

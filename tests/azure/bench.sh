@@ -95,7 +95,8 @@ rc_mount() {
 	mountpoint -q "$TMP/rclone.mnt" || { tail "$TMP/rclone.log" >&2; exit 1; }
 	WORK=$TMP/rclone.mnt/bench
 }
-rc_umount() { fusermount3 -u "$TMP/rclone.mnt"; wait "$RCPID" 2>/dev/null || true; RCPID=; COPIED=0; }
+# COPIED is not reset: the log file (and its earlier "Copied" lines) outlives the remount
+rc_umount() { fusermount3 -u "$TMP/rclone.mnt"; wait "$RCPID" 2>/dev/null || true; RCPID=; }
 rc_setup() {
 	mkdir -p "$TMP/rclone.mnt"
 	rcport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
