@@ -1,12 +1,14 @@
 /* gpurun: run one job over a private phifs mount (docs/runner.md).
  *
- *   gpurun [--config FILE] [--status FILE] JOBFILE        (spoold's local and Slurm backends)
+ *   gpurun [--config FILE] [--status FILE] [--key-file FILE] JOBFILE   (spoold's backends, gpurun@)
  *   gpurun [--config FILE] [--status FILE] --patient P --documents GLOB [--documents GLOB...]
  *          --task summarize|extract|question --model M [--prompt TEXT] [--max-tokens N]
  *          [--id ID] [--purpose P]
  *
  * The configuration is --config, else $GPURUN_CONFIG, else /etc/phifs/gpurun.conf. The
- * status file is --status, else $SPOOLD_STATUS_FILE. Exit codes: runner.h. */
+ * status file is --status, else $SPOOLD_STATUS_FILE. --key-file overrides key_file: gpurun@.service
+ * names its credential there (%d/phifs-master-key), a path known only at start. Exit codes:
+ * runner.h. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <sodium.h>
@@ -33,8 +35,8 @@ static void wipe_free(void *p)
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: gpurun [--config FILE] [--status FILE] JOBFILE\n"
-		"       gpurun [--config FILE] [--status FILE] --patient P --documents GLOB...\n"
+		"usage: gpurun [--config FILE] [--status FILE] [--key-file FILE] JOBFILE\n"
+		"       gpurun [--config FILE] [--status FILE] [--key-file FILE] --patient P --documents GLOB...\n"
 		"              --task summarize|extract|question --model M [--prompt TEXT]\n"
 		"              [--max-tokens N] [--id ID] [--purpose P]\n");
 	return RUN_USAGE;
@@ -73,7 +75,7 @@ static int read_job(const char *path, struct job **ret, char *err, size_t errlen
 int main(int argc, char **argv)
 {
 	const char *config = NULL, *status = NULL, *patient = NULL, *task = NULL, *model = NULL;
-	const char *prompt = NULL, *id = NULL, *purpose = "treatment";
+	const char *prompt = NULL, *id = NULL, *purpose = "treatment", *key_file = NULL;
 	const char *docs[JOB_MAX_DOCS];
 	size_t ndocs = 0;
 	long max_tokens = 256;
@@ -83,7 +85,8 @@ int main(int argc, char **argv)
 		{ "task", required_argument, NULL, 't' },     { "model", required_argument, NULL, 'm' },
 		{ "prompt", required_argument, NULL, 'q' },   { "max-tokens", required_argument, NULL, 'n' },
 		{ "id", required_argument, NULL, 'i' },       { "purpose", required_argument, NULL, 'u' },
-		{ "help", no_argument, NULL, 'h' },           { 0 } };
+		{ "key-file", required_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' },
+		{ 0 } };
 	int ch;
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (ch) {
@@ -101,6 +104,7 @@ int main(int argc, char **argv)
 		case 'n': max_tokens = strtol(optarg, NULL, 10); break;
 		case 'i': id = optarg; break;
 		case 'u': purpose = optarg; break;
+		case 'k': key_file = optarg; break;
 		default: return usage();
 		}
 	}
@@ -124,6 +128,13 @@ int main(int argc, char **argv)
 	if (runconf_load(&cfg, config, err, sizeof err) < 0 || runconf_resolve(&cfg, err, sizeof err) < 0) {
 		fprintf(stderr, "gpurun: config: %s\n", err);
 		return RUN_USAGE;
+	}
+	if (key_file) {
+		if (*key_file != '/' || strlen(key_file) >= sizeof cfg.key_file) {
+			fprintf(stderr, "gpurun: --key-file: must be an absolute path\n");
+			return RUN_USAGE;
+		}
+		snprintf(cfg.key_file, sizeof cfg.key_file, "%s", key_file);
 	}
 	_cleanup_job_ struct job *job = NULL;
 	int r;

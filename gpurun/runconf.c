@@ -112,6 +112,13 @@ static const char *set(struct runconf *c, const char *k, const char *v)
 		snprintf(c->job_user, sizeof c->job_user, "%s", v);
 		return NULL;
 	}
+	if (!strcmp(k, "phifs_user")) {
+		/* a name (phifs resolves it with NSS); it goes into phifs' -o list unquoted */
+		if (strlen(v) >= sizeof c->phifs_user || strpbrk(v, ",= \\t") || !strcmp(v, "root"))
+			return "bad user";
+		snprintf(c->phifs_user, sizeof c->phifs_user, "%s", v);
+		return NULL;
+	}
 	if (!strcmp(k, "threads") || !strcmp(k, "n_ctx") || !strcmp(k, "map_max_tokens")) {
 		if (parse_u64(v, 1 << 20, &x) < 0)
 			return "not a number in range";

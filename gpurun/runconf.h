@@ -21,6 +21,9 @@ struct runconf {
 	char models_dir[RUNCONF_PATH_MAX];
 	char mount_dir[RUNCONF_PATH_MAX]; /* private mount points are made below it */
 	char job_user[64];
+	/* "" = phifs keeps gpurun's identity; else phifs -o run_as=USER: once mounted it
+	 * becomes USER (the store's owner) with no capabilities (gpurun@.service) */
+	char phifs_user[64];
 	uid_t job_uid; /* resolved */
 	gid_t job_gid;
 	uint32_t threads;

@@ -467,12 +467,25 @@ static int write_atomic(const char *dir, const char *name, const char *p, size_t
 static int results_dir(struct worker *w, char *dir, size_t len)
 {
 	const struct job *j = w->o->job;
+	/* With phifs_user, phifs cannot chown what the worker creates: the directories are
+	 * phifs_user's, and the kernel's default_permissions check would refuse the worker
+	 * (another user) its own results directory. They are made 0777 (and the files 0644),
+	 * whatever the umask: who may do what is decided by phifs' grants, and the store
+	 * behind them is phifs_user's alone (/var/lib/phifs 0700). */
+	bool open_modes = *w->o->cfg->phifs_user;
+	mode_t dmode = open_modes ? 0777 : 0755;
+	mode_t old = open_modes ? umask(0) : 0;
+	int r = 0;
 	snprintf(dir, len, "%s/%s/results", w->mnt, j->patient);
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
+	if (mkdir(dir, dmode) < 0 && errno != EEXIST)
+		r = -errno;
 	snprintf(dir, len, "%s/%s/results/%s", w->mnt, j->patient, j->id);
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
+	if (r >= 0 && mkdir(dir, dmode) < 0 && errno != EEXIST)
+		r = -errno;
+	if (open_modes)
+		umask(open_modes && r >= 0 ? 022 : old); /* write_atomic's 0644 files */
+	if (r < 0)
+		return r;
 	DIR *d = opendir(dir);
 	if (!d)
 		return -errno;
@@ -697,11 +710,16 @@ static pid_t spawn_phifs(const struct runconf *c, const char *mnt)
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/* stdout is spoold's log: phifs speaks on stderr only */
 	(void)dup2(STDERR_FILENO, STDOUT_FILENO);
-	char o[RUNCONF_PATH_MAX + 96];
+	char o[RUNCONF_PATH_MAX + 192];
+	int n;
 	if (*c->audit_socket)
-		snprintf(o, sizeof o, "grants,audit_socket=%s,allow_other,direct_io", c->audit_socket);
+		n = snprintf(o, sizeof o, "grants,audit_socket=%s,allow_other,direct_io", c->audit_socket);
 	else
-		snprintf(o, sizeof o, "grants,allow_other,direct_io");
+		n = snprintf(o, sizeof o, "grants,allow_other,direct_io");
+	/* under gpurun@.service gpurun is root without CAP_DAC_OVERRIDE: the store (0700
+	 * phifs) is reachable only as its owner, so phifs mounts as root and then serves as it */
+	if (*c->phifs_user && n > 0 && (size_t)n < sizeof o)
+		snprintf(o + n, sizeof o - (size_t)n, ",run_as=%s", c->phifs_user);
 	execl(c->phifs, c->phifs, "--key-file", c->key_file, "-o", o, "-f", c->store, mnt, (char *)NULL);
 	_exit(127);
 }
@@ -783,6 +801,10 @@ static int write_status(const struct runner_opts *o, const struct parent_state *
 	int r = 0;
 	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (fd < 0)
+		r = -errno;
+	/* 0640 whatever the umask (gpurun@.service has UMask=0077): the status holds ids and
+	 * counts only, and spoold reads it through the group of its directory */
+	if (r >= 0 && fchmod(fd, 0640) < 0)
 		r = -errno;
 	if (r >= 0)
 		r = write_full(fd, txt, strlen(txt));

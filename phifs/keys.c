@@ -948,7 +948,12 @@ int phi_store_lock(const char *url, bool exclusive, int *ret_fd)
 	_cleanup_free_ char *path = NULL;
 	if (asprintf(&path, "%s/.lock", root) < 0)
 		return -ENOMEM;
-	_cleanup_close_ int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+	/* flock() needs no write access: read-only first, so that root without
+	 * CAP_DAC_OVERRIDE (phifs under gpurun@.service, before it drops to the store's
+	 * owner) can take the lock of a store that is not its own */
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd < 0 && errno == ENOENT)
+		fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
 	if (fd < 0)
 		return phi_neg_errno();
 	if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0)

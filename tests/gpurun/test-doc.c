@@ -108,8 +108,14 @@ static void test_runconf(void)
 	CHECK_EQ(c.cost_micro_usd_per_hour, 1250000);
 	CHECK(!strcmp(c.template_[0], "Sum:\n{documents}\nEnd"));
 	CHECK_EQ(c.no_gpu, 1);
+	CHECK(!*c.phifs_user); /* default: phifs keeps gpurun's identity */
+	const char *pu = "phifs_user = phifs\n";
+	CHECK_OK(runconf_parse(&c, pu, strlen(pu), err, sizeof err));
+	CHECK(!strcmp(c.phifs_user, "phifs"));
+	/* it goes into phifs' -o list: no option separators, never root */
 	const char *bad[] = { "nokey\n", "store = rel\n", "bogus = 1\n", "threads = -1\n",
-			      "template_question = no placeholder\n", "cost_usd_per_hour = 1.1234567\n" };
+			      "template_question = no placeholder\n", "cost_usd_per_hour = 1.1234567\n",
+			      "phifs_user = a,allow_root\n", "phifs_user = a=b\n", "phifs_user = root\n" };
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		runconf_defaults(&c);
 		CHECK_EQ(runconf_parse(&c, bad[i], strlen(bad[i]), err, sizeof err), -EINVAL);

@@ -117,6 +117,9 @@ grep -q '^Uid:[[:space:]]*65534[[:space:]]65534[[:space:]]65534[[:space:]]65534$
 grep -q '^CapEff:[[:space:]]*0000000000000000$' "/proc/$FSPID/status" || fail "phifs@clinic kept capabilities"
 
 SU=$(uid spoold)
+# runner: the example's gpurun-systemd needs systemctl (PID 1); test-gpurun-unit.sh runs
+# it, and gpurun@'s ExecStart= for a real job, under the unit's privileges
+grep -q "^runner = .*/gpurun-systemd$" "$P/etc/phifs/spoold.conf" || fail "spoold.conf example: runner is not gpurun-systemd"
 sed -i -e "s|^spool_dir = .*|spool_dir = $R/var/spool/phifs|" -e "s|^admin_group = .*|admin_group = 0|" \
 	-e "s|^runner = .*|runner = /bin/true|" -e "s|^metrics_file = .*|metrics_file = $R/var/lib/spoold/metrics.prom|" \
 	"$P/etc/phifs/spoold.conf"
