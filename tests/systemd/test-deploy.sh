@@ -108,7 +108,16 @@ cmd=$(exec_of phifs@.service | sed -e 's/run_as=phifs/run_as=nobody/; s/ \$PHIFS
 	-e "s|\${PHIFS_STORE}|$R/var/lib/phifs/store|; s|\${PHIFS_MOUNT}|$MNT|")
 mkdir -p "$MNT"
 # shellcheck disable=SC2086
-(umask 0077; CREDENTIALS_DIRECTORY=$CD exec $cmd) 2>"$R/phifs.log" &
+# as the unit starts it: root limited to its CapabilityBoundingSet= (setpriv: the bounding set
+# is what an exec'd root process keeps), NoNewPrivileges=, SupplementaryGroups=
+ucaps=$(sed -n 's/^CapabilityBoundingSet=//p' "$P/lib/systemd/system/phifs@.service")
+[ -n "$ucaps" ] || fail "phifs@.service: no CapabilityBoundingSet="
+[ "$(sed -n 's/^SupplementaryGroups=//p' "$P/lib/systemd/system/phifs@.service")" = phifs ] ||
+	fail "phifs@.service: SupplementaryGroups=phifs (the audit socket's group)"
+bs=-all; for c in $ucaps; do c=${c,,}; bs+=",+${c#cap_}"; done
+# shellcheck disable=SC2086
+(umask 0077; CREDENTIALS_DIRECTORY=$CD exec setpriv --reuid=0 --regid=0 --groups="$(gid phifs)" \
+	--inh-caps=-all --bounding-set="$bs" --no-new-privs $cmd) 2>"$R/phifs.log" &
 FSPID=$!
 PIDS+=($FSPID)
 waitfor "the phifs@clinic mount" mountpoint -q "$MNT"
