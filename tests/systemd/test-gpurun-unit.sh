@@ -146,8 +146,12 @@ run_unit() {
 	local log=$1 bs=$2
 	shift 2
 	rm -f "$STATUS"
+	# an ASan build: keep the sanitizer's options, and LeakSanitizer cannot run under ptrace
+	local asan=${ASAN_OPTIONS:-}
+	[ "${1:-}" = strace ] && asan="${asan:+$asan:}detect_leaks=0"
 	# shellcheck disable=SC2086
-	(cd / && umask 0077 && exec env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY="$CD" "$@" \
+	(cd / && umask 0077 && exec env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY="$CD" \
+		${asan:+ASAN_OPTIONS="$asan"} ${UBSAN_OPTIONS:+UBSAN_OPTIONS="$UBSAN_OPTIONS"} "$@" \
 		setpriv --reuid=0 --regid=0 --groups="$PG" --inh-caps=-all --bounding-set="$bs" --no-new-privs \
 		$CMD) >"$log" 2>&1
 }
