@@ -149,7 +149,9 @@ wait_for 10 "spoold up" test -d "$SP/queue"
 sleep 0.5
 read -r sacc sall < <(run_burst s "$NS")
 stop
-# plain sbatch: the same runner, the same options spoold passes, submitted in a loop
+# plain sbatch: the same runner, the same options spoold passes, submitted in a loop; the
+# runner's variables in sbatch's environment like spoold does (not --export=ALL,NAME=value,
+# which makes slurmd run a login shell before each launch: see prov_slurm.c)
 : > "$BENCH_LEDGER"
 mkdir -p "$T/plain"
 for ((i = 0; i < NS; i++)); do
@@ -158,7 +160,7 @@ done
 t0=$(now)
 for ((i = 0; i < NS; i++)); do
 	SPOOLD_STATUS_FILE=$T/plain/q$i.status sbatch --parsable --no-requeue --job-name="plain-q$i" --gres=gpu:1 --time=5 \
-		--output="$T/plain/q$i.log" --export=ALL,SPOOLD_STATUS_FILE=$T/plain/q$i.status,BENCH_LEDGER=$BENCH_LEDGER \
+		--output="$T/plain/q$i.log" --export=ALL \
 		--wrap "exec '$NOOP' '$T/plain/q$i.json'" >/dev/null || fail "sbatch failed"
 done
 t_sub=$(now)
