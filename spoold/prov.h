@@ -37,6 +37,7 @@ struct prov_result {
 	int term_signal;
 	bool cancelled, lifetime;
 	uint64_t started_ms, ended_ms;
+	char slurm_id[24]; /* Slurm: the job id, found by name (a record without one adopts it) */
 };
 
 /* record(ud, rec): journal rec durably; called by submit once the handle is known and before
