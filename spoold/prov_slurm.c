@@ -68,8 +68,9 @@ static bool parse_exit(const char *s, enum exit_fmt fmt, struct sjob *j)
 	return true;
 }
 
-/* Parse "id|name|state[|exit]" lines (squeue, sacct) into v, keeping spoold's names only. */
-static size_t parse_lines(char *out, struct sjob *v, size_t max, enum exit_fmt fmt)
+/* Parse "id|name|state[|exit]" lines (squeue, sacct) into v, keeping spoold's names only,
+ * and only the name only when not NULL. */
+static size_t parse_lines(char *out, struct sjob *v, size_t max, enum exit_fmt fmt, const char *only)
 {
 	size_t n = 0;
 	char *save = NULL;
@@ -81,7 +82,7 @@ static size_t parse_lines(char *out, struct sjob *v, size_t max, enum exit_fmt f
 		*a = *b = 0;
 		if (c)
 			*c = 0;
-		if (strncmp(a + 1, "spoold-", 7) != 0)
+		if (strncmp(a + 1, "spoold-", 7) != 0 || (only && strcmp(a + 1, only) != 0))
 			continue;
 		struct sjob *j = &v[n];
 		*j = (struct sjob){ 0 };
@@ -112,7 +113,7 @@ static int slurm_refresh(struct prov *p)
 		S(p)->have_snap = false;
 		return r < 0 ? r : -EIO;
 	}
-	S(p)->n = parse_lines(out, S(p)->snap, SNAP_MAX, EXIT_STATUS);
+	S(p)->n = parse_lines(out, S(p)->snap, SNAP_MAX, EXIT_STATUS, NULL);
 	S(p)->have_snap = true;
 	free(out);
 	return 0;
@@ -126,13 +127,15 @@ static int sacct_by_name(struct prov *p, const char *name, struct sjob *ret)
 	snprintf(nm, sizeof nm, "--name=%s", name);
 	char *argv[] = { exe, "-c", "-n", "-P", "-S", "2000-01-01", nm, "-o", "JobID,JobName,State,ExitCode", NULL };
 	char *out = NULL;
-	int r = prov_run_cmd(argv, &out, 1 << 20);
+	int r = prov_run_cmd(argv, &out, 64 << 20); /* the whole jobcomp file: see below */
 	if (r != 0) {
 		free(out);
 		return r < 0 ? r : -EIO;
 	}
+	/* sacct -c ignores --name (jobcomp/filetxt, 22.05: every job comes back), so the name is
+	 * matched here; before, only the first 16 jobs of the file were looked at */
 	struct sjob v[16];
-	size_t n = parse_lines(out, v, 16, EXIT_PAIR);
+	size_t n = parse_lines(out, v, 16, EXIT_PAIR, name);
 	free(out);
 	for (size_t i = n; i-- > 0;) /* the last line is the newest */
 		if (!strcmp(v[i].name, name)) {

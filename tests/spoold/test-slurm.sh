@@ -3,7 +3,9 @@
 # fake GPUs for --gres) that this test starts and stops (slurm-local.sh). 200 jobs, spoold
 # SIGKILLed at random moments and restarted; at the end every job is in done/ or failed/
 # exactly once, each was submitted to Slurm once (the jobcomp file has one job per name) and
-# ran once (the runner's ledger). Exits 77, saying why, where Slurm cannot run here.
+# ran once (the runner's ledger). Then 12 jobs that end while spoold is down, restarted with
+# an squeue that shows nothing: their outcomes come from sacct -c, nothing is submitted
+# again. Exits 77, saying why, where Slurm cannot run here.
 . "$(dirname "$0")/lib.sh"
 # (Slurm launched one job every 1-3 s here while spoold passed --export=ALL,NAME=value, which
 # made slurmd run a login shell before each launch; see prov_slurm.c. Now tens per second.)
@@ -73,3 +75,54 @@ dups=$(cut -d' ' -f1 "$T/ledger" | sort | uniq -d | head)
 subs=$(sacct -c -n -P -S 2000-01-01 -o JobName | grep -c '^spoold-')
 [ "$subs" = "$N" ] || fail "$subs Slurm jobs for $N spoold jobs (submitted twice?)"
 echo "ok: $N jobs through Slurm, $k kills, each submitted and run exactly once"
+
+# Part 2: squeue has forgotten the jobs (MinJobAge passed while spoold was down): spoold must
+# take their outcomes from sacct -c (the jobcomp file, now over 200 jobs long) and submit
+# nothing again. squeue is a stub that shows nothing (slurm_bin_dir); sbatch logs its calls.
+M=12
+mkdir -p "$T/bin"
+printf '#!/bin/sh\nexit 0\n' > "$T/bin/squeue"
+printf '#!/bin/sh\necho "$*" >> %s\nexec %s "$@"\n' "$T/sbatch2.log" "$(command -v sbatch)" > "$T/bin/sbatch"
+for t in sacct scontrol scancel; do printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v $t)" > "$T/bin/$t"; done
+chmod 755 "$T"/bin/*
+ids2=()
+for ((i = 0; i < M; i++)); do
+	if ((i % 4 == 1)); then ids2+=("afail$i"); else ids2+=("a$i"); fi
+done
+# every job submitted in one tick and still running or pending when spoold is killed: the
+# runner sleeps 5 s, the node has 8 GPUs
+write_conf "backend = slurm" "tick_ms = 200" "lifetime_sec = 300" "max_instances = $M"
+SPOOLD_TEST_SLEEP=5 start
+for id in "${ids2[@]}"; do drop "$id"; done
+wait_for 60 "$M jobs in Slurm" sh -c "[ \$(squeue -h -o %j | grep -c '^spoold-a') -ge $M ]"
+kill9
+before=$(n_terminal)
+wait_for 120 "$M jobs ended in Slurm" sh -c "[ \$(grep -c ' Name=spoold-a' $SLURM_LOCAL_DIR/log/jobcomp.txt) -ge $M ]"
+write_conf "backend = slurm" "tick_ms = 200" "lifetime_sec = 300" "slurm_bin_dir = $T/bin"
+start
+wait_for 60 "the $M jobs ended in spoold" sh -c "[ \$(( \$(ls $SP/done | grep -c 'result.json\$') + \$(ls $SP/failed | grep -c 'result.json\$') )) -ge $((N + M)) ]"
+alive || fail "spoold died (part 2)"
+stop
+[ ! -s "$T/sbatch2.log" ] || fail "submitted again with squeue blind: $(head -n 3 "$T/sbatch2.log")"
+bad=$(python3 - "$SP" "${ids2[@]}" <<'PY'
+import json, os, sys
+sp, ids = sys.argv[1], sys.argv[2:]
+for i in ids:
+    ok = "failed" if "fail" in i else "done"
+    try:
+        r = json.load(open(f"{sp}/{ok}/{i}.result.json"))
+    except OSError:
+        print(f"{i} not in {ok}/"); continue
+    if not r.get("slurm_id"):
+        print(f"{i} has no Slurm job id")
+    if ok == "failed" and r.get("reason") != "runner: exit status 3":
+        print(f"{i}: {r.get('reason')}")
+PY
+) || fail "checking part 2: python3 failed"
+[ -z "$bad" ] || fail "part 2: $(echo "$bad" | head -n 5)"
+for id in "${ids2[@]}"; do
+	[ "$(grep -c "^$id " "$T/ledger")" = 1 ] || fail "$id ran $(grep -c "^$id " "$T/ledger") times"
+done
+late=$((N + M - before))
+[ "$late" -gt 0 ] || fail "part 2: every job had ended before spoold was killed (nothing taken from sacct)"
+echo "ok: $late of $M jobs ended while spoold was down and squeue blind: outcomes from sacct -c, none resubmitted"
