@@ -714,6 +714,17 @@ static void check_active(struct daemon *d, struct jrec *r)
 		return;
 	uint64_t now = now_ms();
 	char why[200];
+	if (!r->slurm_id[0] && res.slurm_id[0] && res.st != PS_NONE) {
+		/* submitted by a spoold killed before it journalled the id: adopt it (scancel and
+		 * the result need the id; the lifetime counts from now) */
+		snprintf(r->slurm_id, sizeof r->slurm_id, "%s", res.slurm_id);
+		logf_("job %s: adopted Slurm job %s (%s)", r->id, r->slurm_id, r->backend_id);
+		if (r->state == JS_STARTING) {
+			r->started_ms = now;
+			jrec_set_state(r, JS_RUNNING, now);
+		}
+		(void)save(d, r);
+	}
 	switch (res.st) {
 	case PS_PENDING:
 	case PS_RUNNING:

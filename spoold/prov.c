@@ -51,6 +51,11 @@ int proc_starttime(int64_t pid, uint64_t *ret_start, bool *ret_zombie)
 
 int prov_run_cmd(char *const argv[], char **ret_out, size_t max)
 {
+	return prov_run_cmd_env(argv, NULL, ret_out, max);
+}
+
+int prov_run_cmd_env(char *const argv[], char *const env[], char **ret_out, size_t max)
+{
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return phi_neg_errno();
@@ -71,6 +76,9 @@ int prov_run_cmd(char *const argv[], char **ret_out, size_t max)
 		int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		if (nul >= 0)
 			dup2(nul, 0);
+		for (size_t i = 0; env && env[i]; i++)
+			if (putenv(env[i]) < 0)
+				_exit(127);
 		execvp(argv[0], argv);
 		_exit(127);
 	}

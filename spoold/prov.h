@@ -37,6 +37,7 @@ struct prov_result {
 	int term_signal;
 	bool cancelled, lifetime;
 	uint64_t started_ms, ended_ms;
+	char slurm_id[24]; /* Slurm: the job id, found by name (a record without one adopts it) */
 };
 
 /* record(ud, rec): journal rec durably; called by submit once the handle is known and before
@@ -74,6 +75,9 @@ void prov_free(struct prov *p);
 /* Run argv (no shell), stdout captured into out (at most max bytes, NUL-terminated).
  * Returns the exit status (0..255), or -errno; a signal death is -EINTR. */
 int prov_run_cmd(char *const argv[], char **ret_out, size_t max);
+/* The same, with env ("NAME=value" strings, NULL-terminated) added to the command's
+ * environment (in the child only). */
+int prov_run_cmd_env(char *const argv[], char *const env[], char **ret_out, size_t max);
 
 /* /proc/<pid>/stat: start time (field 22) and whether it is a zombie. */
 int proc_starttime(int64_t pid, uint64_t *ret_start, bool *ret_zombie);

@@ -1,8 +1,9 @@
 /* prov_slurm.c: the Slurm backend, over the CLI. sbatch --job-name=spoold-<id>.<attempt>
- * --gres=gpu:N --time=<lifetime> --no-requeue; state from one squeue per tick, exit codes
- * from scontrol, and sacct -c (jobcomp/filetxt, no slurmdbd) for jobs squeue no longer shows;
- * scancel to cancel. Before any sbatch the name is looked up (squeue, then sacct), so a
- * restarted spoold adopts what it had submitted instead of submitting it twice. */
+ * --gres=gpu:N --time=<lifetime> --no-requeue; state and exit codes from one squeue per tick
+ * (all of spoold's jobs in one call), and sacct -c (jobcomp/filetxt, no slurmdbd) for a job
+ * squeue no longer shows; scancel to cancel. Before any sbatch the name is looked up in that
+ * tick's squeue, so a restarted spoold adopts what it had submitted instead of submitting it
+ * twice. */
 #include <stdio.h>
 
 #include "prov.h"
@@ -13,6 +14,8 @@ struct sjob {
 	char id[24];
 	char name[96];
 	char state[24];
+	bool have_exit; /* exit_code/term_sig are known (squeue's exit_code, sacct's ExitCode) */
+	int exit_code, term_sig;
 };
 
 struct slurm {
@@ -34,8 +37,40 @@ static void bin(struct prov *p, const char *tool, char out[CONFIG_PATH_MAX + 16]
 		snprintf(out, CONFIG_PATH_MAX + 16, "%s", tool);
 }
 
-/* Parse "id|name|state" lines (squeue) into snap, keeping spoold's names only. */
-static size_t parse_lines(char *out, struct sjob *v, size_t max)
+enum exit_fmt {
+	EXIT_NONE,   /* "id|name|state" */
+	EXIT_STATUS, /* "id|name|state|<wait status>" (squeue -O exit_code: 768 = exit 3, 9 = SIGKILL) */
+	EXIT_PAIR,   /* "id|name|state|<exit>:<signal>" (sacct ExitCode, scontrol) */
+};
+
+static bool parse_exit(const char *s, enum exit_fmt fmt, struct sjob *j)
+{
+	char *end;
+	errno = 0;
+	long a = strtol(s, &end, 10);
+	if (errno || end == s || a < 0)
+		return false;
+	if (fmt == EXIT_STATUS) {
+		if (*end && *end != '|' && *end != ' ')
+			return false;
+		j->exit_code = (int)((a >> 8) & 0xff);
+		j->term_sig = (int)(a & 0x7f);
+		return true;
+	}
+	if (*end != ':')
+		return false;
+	const char *b = end + 1;
+	long c = strtol(b, &end, 10);
+	if (errno || end == b || c < 0)
+		return false;
+	j->exit_code = (int)a;
+	j->term_sig = (int)c;
+	return true;
+}
+
+/* Parse "id|name|state[|exit]" lines (squeue, sacct) into v, keeping spoold's names only,
+ * and only the name only when not NULL. */
+static size_t parse_lines(char *out, struct sjob *v, size_t max, enum exit_fmt fmt, const char *only)
 {
 	size_t n = 0;
 	char *save = NULL;
@@ -43,10 +78,14 @@ static size_t parse_lines(char *out, struct sjob *v, size_t max)
 		char *a = strchr(line, '|'), *b = a ? strchr(a + 1, '|') : NULL;
 		if (!a || !b)
 			continue;
+		char *c = strchr(b + 1, '|');
 		*a = *b = 0;
-		if (strncmp(a + 1, "spoold-", 7) != 0)
+		if (c)
+			*c = 0;
+		if (strncmp(a + 1, "spoold-", 7) != 0 || (only && strcmp(a + 1, only) != 0))
 			continue;
 		struct sjob *j = &v[n];
+		*j = (struct sjob){ 0 };
 		if (snprintf(j->id, sizeof j->id, "%s", line) >= (int)sizeof j->id ||
 		    snprintf(j->name, sizeof j->name, "%s", a + 1) >= (int)sizeof j->name ||
 		    snprintf(j->state, sizeof j->state, "%s", b + 1) >= (int)sizeof j->state)
@@ -54,6 +93,8 @@ static size_t parse_lines(char *out, struct sjob *v, size_t max)
 		char *sp = strchr(j->state, ' ');
 		if (sp)
 			*sp = 0; /* "CANCELLED by 0" */
+		if (fmt != EXIT_NONE && c)
+			j->have_exit = parse_exit(c + 1, fmt, j);
 		n++;
 	}
 	return n;
@@ -63,7 +104,8 @@ static int slurm_refresh(struct prov *p)
 {
 	char exe[CONFIG_PATH_MAX + 16];
 	bin(p, "squeue", exe);
-	char *argv[] = { exe, "-h", "-a", "-t", "all", "-o", "%i|%j|%T", NULL };
+	/* -O with a "|" suffix and no width: unpadded fields; exit_code is the wait status */
+	char *argv[] = { exe, "-h", "-a", "-t", "all", "-O", "JobID:|,Name:|,State:|,exit_code:|", NULL };
 	char *out = NULL;
 	int r = prov_run_cmd(argv, &out, 4 << 20);
 	if (r != 0) {
@@ -71,7 +113,7 @@ static int slurm_refresh(struct prov *p)
 		S(p)->have_snap = false;
 		return r < 0 ? r : -EIO;
 	}
-	S(p)->n = parse_lines(out, S(p)->snap, SNAP_MAX);
+	S(p)->n = parse_lines(out, S(p)->snap, SNAP_MAX, EXIT_STATUS, NULL);
 	S(p)->have_snap = true;
 	free(out);
 	return 0;
@@ -83,15 +125,17 @@ static int sacct_by_name(struct prov *p, const char *name, struct sjob *ret)
 	char exe[CONFIG_PATH_MAX + 16], nm[128];
 	bin(p, "sacct", exe);
 	snprintf(nm, sizeof nm, "--name=%s", name);
-	char *argv[] = { exe, "-c", "-n", "-P", "-S", "2000-01-01", nm, "-o", "JobID,JobName,State", NULL };
+	char *argv[] = { exe, "-c", "-n", "-P", "-S", "2000-01-01", nm, "-o", "JobID,JobName,State,ExitCode", NULL };
 	char *out = NULL;
-	int r = prov_run_cmd(argv, &out, 1 << 20);
+	int r = prov_run_cmd(argv, &out, 64 << 20); /* the whole jobcomp file: see below */
 	if (r != 0) {
 		free(out);
 		return r < 0 ? r : -EIO;
 	}
+	/* sacct -c ignores --name (jobcomp/filetxt, 22.05: every job comes back), so the name is
+	 * matched here; before, only the first 16 jobs of the file were looked at */
 	struct sjob v[16];
-	size_t n = parse_lines(out, v, 16);
+	size_t n = parse_lines(out, v, 16, EXIT_PAIR, name);
 	free(out);
 	for (size_t i = n; i-- > 0;) /* the last line is the newest */
 		if (!strcmp(v[i].name, name)) {
@@ -113,7 +157,8 @@ static const struct sjob *snap_find(struct prov *p, const char *id, const char *
 	return best;
 }
 
-static int find(struct prov *p, const struct jrec *rec, struct sjob *ret)
+/* The job in this tick's squeue snapshot (refreshed if there is none). */
+static int find_snap(struct prov *p, const struct jrec *rec, struct sjob *ret)
 {
 	if (!S(p)->have_snap) {
 		int r = slurm_refresh(p);
@@ -121,10 +166,17 @@ static int find(struct prov *p, const struct jrec *rec, struct sjob *ret)
 			return r;
 	}
 	const struct sjob *j = snap_find(p, rec->slurm_id, rec->backend_id);
-	if (j) {
-		*ret = *j;
-		return 0;
-	}
+	if (!j)
+		return -ENOENT;
+	*ret = *j;
+	return 0;
+}
+
+static int find(struct prov *p, const struct jrec *rec, struct sjob *ret)
+{
+	int r = find_snap(p, rec, ret);
+	if (r != -ENOENT)
+		return r;
 	return sacct_by_name(p, rec->backend_id, ret);
 }
 
@@ -167,26 +219,39 @@ static int slurm_submit(struct prov *p, const struct prov_job *j, struct jrec *r
 	struct sjob found;
 	snprintf(rec->backend_id, sizeof rec->backend_id, "%s", j->name);
 	rec->slurm_id[0] = 0;
-	(void)slurm_refresh(p);
-	if (find(p, rec, &found) == 0) {
+	/* This tick's snapshot is enough, no squeue or sacct per submit: it was taken after
+	 * this spoold started, so it shows whatever an earlier one submitted under this name
+	 * unless that job ended more than MinJobAge ago; and such a name is never submitted
+	 * again here: a fresh attempt's name is journalled (claim) before its first sbatch, and
+	 * an attempt recovered without a Slurm id was looked up by poll (squeue, then sacct) in
+	 * this tick before it was requeued as never started and relaunched. */
+	if (find_snap(p, rec, &found) == 0) {
 		/* submitted before a crash: adopt it, never submit twice */
 		snprintf(rec->slurm_id, sizeof rec->slurm_id, "%s", found.id);
 		return record(ud, rec);
 	}
 	const struct config *c = p->cfg;
-	if (strchr(c->runner, '\'') || strchr(j->job_path, '\'') || strchr(p->spool, ','))
+	if (strchr(c->runner, '\'') || strchr(j->job_path, '\''))
 		return -EINVAL;
 	char exe[CONFIG_PATH_MAX + 16], name[128], gres[32], tm[32], out[CONFIG_PATH_MAX + 160],
-		wrap[3 * CONFIG_PATH_MAX], exp[4 * CONFIG_PATH_MAX], part[96];
+		wrap[3 * CONFIG_PATH_MAX], part[96], e_job[CONFIG_PATH_MAX + 32], e_name[128],
+		e_status[2 * CONFIG_PATH_MAX], e_grant[160];
 	bin(p, "sbatch", exe);
 	snprintf(name, sizeof name, "--job-name=%s", j->name);
 	snprintf(gres, sizeof gres, "--gres=gpu:%u", j->gpus);
 	snprintf(tm, sizeof tm, "--time=%llu", (unsigned long long)((j->lifetime_sec + 59) / 60));
 	snprintf(out, sizeof out, "--output=%s/journal/%s.log", p->spool, j->name);
 	snprintf(wrap, sizeof wrap, "exec '%s' '%s'", c->runner, j->job_path);
-	snprintf(exp, sizeof exp,
-		 "--export=ALL,SPOOLD_JOB_FILE=%s,SPOOLD_NAME=%s,SPOOLD_STATUS_FILE=%s/journal/%s.status.json,SPOOLD_GRANT=%s",
-		 j->job_path, j->name, p->spool, j->name, j->grant ? j->grant : "");
+	/* The runner's variables go in sbatch's own environment, which --export=ALL passes on.
+	 * Not --export=ALL,NAME=value: any --export but plain ALL makes sbatch (22.05) set
+	 * SLURM_GET_USER_ENV=1, and slurmd then runs "su - <user> -c '... slurmstepd getenv'"
+	 * (a login shell, the user's profile) before each launch, one launch at a time: one
+	 * job every 1-3 s on the 2-core CI machine instead of tens per second. */
+	snprintf(e_job, sizeof e_job, "SPOOLD_JOB_FILE=%s", j->job_path);
+	snprintf(e_name, sizeof e_name, "SPOOLD_NAME=%s", j->name);
+	snprintf(e_status, sizeof e_status, "SPOOLD_STATUS_FILE=%s/journal/%s.status.json", p->spool, j->name);
+	snprintf(e_grant, sizeof e_grant, "SPOOLD_GRANT=%s", j->grant ? j->grant : "");
+	char *env[] = { e_job, e_name, e_status, e_grant, NULL };
 	snprintf(part, sizeof part, "--partition=%s", c->slurm_partition);
 	char *argv[16];
 	size_t k = 0;
@@ -197,14 +262,14 @@ static int slurm_submit(struct prov *p, const struct prov_job *j, struct jrec *r
 	argv[k++] = gres;
 	argv[k++] = tm;
 	argv[k++] = out;
-	argv[k++] = exp;
+	argv[k++] = "--export=ALL";
 	if (c->slurm_partition[0])
 		argv[k++] = part;
 	argv[k++] = "--wrap";
 	argv[k++] = wrap;
 	argv[k] = NULL;
 	char *o = NULL;
-	int r = prov_run_cmd(argv, &o, 4096);
+	int r = prov_run_cmd_env(argv, env, &o, 4096);
 	if (r != 0) {
 		free(o);
 		return r < 0 ? r : -EIO;
@@ -233,6 +298,7 @@ static int slurm_poll(struct prov *p, const struct jrec *rec, struct prov_result
 	}
 	if (r < 0)
 		return r;
+	snprintf(res.slurm_id, sizeof res.slurm_id, "%s", j.id);
 	const char *s = j.state;
 	if (!strcmp(s, "PENDING") || !strcmp(s, "CONFIGURING") || !strcmp(s, "REQUEUED") ||
 	    !strcmp(s, "REQUEUE_HOLD") || !strcmp(s, "REQUEUE_FED") || !strcmp(s, "SUSPENDED") ||
@@ -250,7 +316,12 @@ static int slurm_poll(struct prov *p, const struct jrec *rec, struct prov_result
 		res.cancelled = !strcmp(s, "CANCELLED");
 		res.lifetime = !strcmp(s, "TIMEOUT") || !strcmp(s, "DEADLINE");
 		int e = -1, sig = 0;
-		if (exit_code(p, j.id, &e, &sig) == 0) {
+		if (j.have_exit) {
+			e = j.exit_code;
+			sig = j.term_sig;
+			res.exit_status = e;
+			res.term_signal = sig;
+		} else if (exit_code(p, j.id, &e, &sig) == 0) {
 			res.exit_status = e;
 			res.term_signal = sig;
 		}

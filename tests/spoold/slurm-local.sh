@@ -123,7 +123,11 @@ MpiDefault=none
 SwitchType=switch/none
 SchedulerType=sched/backfill
 # start jobs at once instead of batching submits for up to 3 s (default batch_sched_delay=3);
-# what remains is slurmctld's 1 s background tick
+# what remains is slurmctld's 1 s background tick. Measured on the 2-core machine (100 jobs,
+# gpu:1 each, 8 fake GPUs): 7.0-7.4 jobs/s with this line, sched/builtin, or
+# sched_min_interval=0,max_rpc_cnt=0 added: no knob here changes it. What made launches
+# slow (one every 1-3 s) was on the client side: sbatch --export=ALL,NAME=value sets
+# SLURM_GET_USER_ENV=1, and slurmd then runs "su - <user>" (a login shell) before each launch.
 SchedulerParameters=batch_sched_delay=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
