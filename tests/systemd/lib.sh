@@ -18,3 +18,26 @@ units_for_verify() {
 		sed "s|$PREFIX/bin/|$1$PREFIX/bin/|g" "$f" >"$2/$(basename "$f")"
 	done
 }
+
+# temp_root NAME: a temporary root R for a test (mode 711: the users the test switches to must
+# reach the store and mounts below it), P the install prefix inside it, BIN its bindir. At exit
+# the processes in PIDS are killed, the mountpoints in MOUNTS unmounted and R removed (unless KEEP).
+temp_root() {
+	R=$(mktemp -d "/tmp/phi-test-$1.XXXXXX")
+	chmod 711 "$R"
+	P=$R$PREFIX BIN=$R$PREFIX/bin
+	PIDS=() MOUNTS=()
+	trap cleanup_root EXIT
+}
+cleanup_root() {
+	local m p
+	for m in "${MOUNTS[@]}"; do mountpoint -q "$m" 2>/dev/null && umount -l "$m"; done
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	[ -n "${KEEP:-}" ] || rm -rf "$R"
+}
+waitfor() { # DESCRIPTION COMMAND...: retry (bounded, not a timing check) until it succeeds
+	local what=$1 i; shift
+	for i in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	fail "gave up waiting: $what"
+}

@@ -16,22 +16,8 @@
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 README=$here/../../README.md
-R=$(mktemp -d /tmp/phi-test-deploy.XXXXXX)
-chmod 711 "$R" # nobody (phifs) and daemon (provider) must reach the store and the mount
-P=$R$PREFIX BIN=$R$PREFIX/bin
-PIDS=()
-cleanup() {
-	mountpoint -q "$R/srv/phi/clinic" 2>/dev/null && umount -l "$R/srv/phi/clinic"
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	[ -n "${KEEP:-}" ] || rm -rf "$R"
-}
-trap cleanup EXIT
-waitfor() { # DESCRIPTION COMMAND...: retry (bounded, not a timing check) until it succeeds
-	local what=$1 i; shift
-	for i in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-	fail "gave up waiting: $what"
-}
+temp_root deploy
+MOUNTS=("$R/srv/phi/clinic")
 
 sect=$(sed -n '/^## Deploy on a systemd host/,/^## /p' "$README")
 for s in "1. **Install**" "2. **Create the master key as an encrypted credential**" "3. **Enable the units**" \

@@ -33,23 +33,9 @@ for m in "$here/../../../shared/models" /work/shared/models; do
 done
 [ -n "$MODEL" ] || skip "no stories260K-q8_0.gguf under ../shared/models"
 
-R=$(mktemp -d /tmp/phi-test-gpurun-unit.XXXXXX)
-chmod 711 "$R" # nobody (phifs) and daemon (job user) must reach the store, models, mounts
-P=$R$PREFIX BIN=$R$PREFIX/bin
-PIDS=()
+temp_root gpurun-unit
 SVC=$R/svc
-cleanup() {
-	mountpoint -q "$SVC" 2>/dev/null && umount -l "$SVC"
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	[ -n "${KEEP:-}" ] || rm -rf "$R"
-}
-trap cleanup EXIT
-waitfor() { # DESCRIPTION COMMAND...: retry (bounded, not a timing check) until it succeeds
-	local what=$1 i; shift
-	for i in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-	fail "gave up waiting: $what"
-}
+MOUNTS=("$SVC")
 
 # ---- the installed tree, users and directories
 install_tree "$R"
