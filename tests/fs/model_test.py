@@ -443,8 +443,14 @@ class Model:
                 while not stop.is_set():
                     blk = r.randrange(nthreads * blocks_per)
                     got = os.pread(fd, B, blk * B)
-                    if got and got != zero[:len(got)] and got != expected[blk * B][:len(got)]:
-                        errors.append(f"reader {t}: block {blk} neither zeros nor final data (torn read?)")
+                    exp = expected[blk * B]
+                    # A buffered read may overlap a write of the same page and see part of it:
+                    # the kernel copies into and out of an up-to-date page cache page without a
+                    # common lock, on ext4 as on FUSE (docs/posix.md). What must never appear is
+                    # a byte that is neither the hole's zero nor the final data at that offset.
+                    if (got and got != zero[:len(got)] and got != exp[:len(got)]
+                            and any(g and g != e for g, e in zip(got, exp))):
+                        errors.append(f"reader {t}: block {blk} holds bytes that are neither zeros nor final data")
                         break
                 os.close(fd)
             except OSError as e:
