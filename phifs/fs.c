@@ -31,9 +31,16 @@
 #include "util.h"
 
 #define NBUCKETS (1u << 16)
-/* kernel entry and attribute caching; none under access control, where every path walk
- * must reach the policy (a dentry cached for one caller would answer another's walk) */
-#define TIMEOUT (fs->opts.grants ? 0.0 : 1.0)
+/* Kernel entry and attribute caching (seconds). Under access control a dentry cached for one
+ * caller would answer another caller's walk without asking the policy, so the patient
+ * directories (and negative entries at the root) are never cached: every walk from the
+ * root is gated at its patient, for each caller. Below a patient, lookup and getattr
+ * decisions depend only on the caller and the patient (policy.c, role_allows), so a walk
+ * that passed its patient's gate may use the cache there; what stays visible to a walk that
+ * starts below a patient (a cwd or a directory fd) after a revocation is metadata for at
+ * most CACHE_S, the time the access issue allows for grant changes. Opens are always gated. */
+#define CACHE_S 1.0
+#define TIMEOUT_FOR(fs, n) ((fs)->opts.grants && (n)->kind == K_PATIENT ? 0.0 : CACHE_S)
 #define KEY_RECHECK_S 1 /* key file changes (rotate, shred) are seen within a second */
 
 enum kind { K_ROOT, K_PATIENT, K_DIR, K_REG, K_LNK };
@@ -732,8 +739,8 @@ static void fill_entry(struct phifs *fs, struct node *n, const struct phi_store_
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = INO(fs, n);
-	e->attr_timeout = TIMEOUT;
-	e->entry_timeout = TIMEOUT;
+	e->attr_timeout = TIMEOUT_FOR(fs, n);
+	e->entry_timeout = TIMEOUT_FOR(fs, n);
 	to_stat(ss, &e->attr);
 	patient_mode(fs, n, &e->attr);
 }
@@ -814,7 +821,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (r == -ENOENT) {
 		/* negative entry: nothing else writes this store while we are mounted */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = TIMEOUT;
+		e.entry_timeout = fs->opts.grants && d == &fs->root ? 0.0 : CACHE_S;
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -865,11 +872,12 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	(void)fi;
 	struct phifs *fs = FS(req);
 	struct stat st;
-	int r = node_stat(fs, N(fs, ino), &st);
+	struct node *n = N(fs, ino);
+	int r = node_stat(fs, n, &st);
 	if (r < 0)
 		reply_err(req, r);
 	else
-		fuse_reply_attr(req, &st, TIMEOUT);
+		fuse_reply_attr(req, &st, TIMEOUT_FOR(fs, n));
 }
 
 static int content_key(void *ctx, uint32_t version, const struct phi_key **ret)
@@ -989,7 +997,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (r < 0)
 		reply_err(req, r);
 	else
-		fuse_reply_attr(req, &st, TIMEOUT);
+		fuse_reply_attr(req, &st, TIMEOUT_FOR(fs, n));
 }
 
 /* ---- symlinks ---- */

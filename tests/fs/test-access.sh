@@ -98,11 +98,25 @@ G add --principal user:4009 --patient p-alpha-000111 --role provider --purpose t
 	--consent x --for 73h >/dev/null 2>&1 && fail "provider grant over 72h accepted"
 ok "provider grant over 72 hours refused"
 
+# entries below a patient are cached by the kernel for a second, the patient itself never:
+# a caller without a grant, right after one with a grant, is still stopped at the patient
+as 4001 stat "$A/notes/n1.txt" >/dev/null || fail "provider stat"
+denied 4006 stat "$A/notes/n1.txt"
+denied 4006 ls "$A/notes"
+ok "metadata cached for one caller is not served to another"
+
+# a process already inside the patient when its grant goes (its cwd skips the patient's
+# gate) sees cached metadata for at most a second more, then EACCES
+as 4001 sh -c "cd '$A/notes' && sleep 4 && exec stat n1.txt" >"$T/cwd.out" 2>&1 &
+cwdpid=$!
+sleep 0.5
 # revocation reaches the running mount within a second (policy refresh), no remount
 G revoke "$gid" >/dev/null
 sleep 1.2
 denied 4001 cat "$A/notes/n1.txt"
-ok "revoked grant denied by the running mount"
+wait "$cwdpid" && fail "a process inside the patient still stats after the revocation"
+grep -q "ermission denied" "$T/cwd.out" || fail "cwd inside the patient: $(cat "$T/cwd.out")"
+ok "revoked grant denied by the running mount, also to a process already inside the patient"
 
 # job 4002: reads the patient, writes only under results/
 G add --principal user:4002 --patient p-alpha-000111 --role job --purpose job --for 1h >/dev/null
