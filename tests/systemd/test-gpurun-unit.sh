@@ -12,11 +12,16 @@
 #   - every system call the run made (strace -f) is allowed by the unit's SystemCallFilter=
 #     lines as systemd-analyze expands them;
 #   - under ProtectProc=invisible (a hidepid=invisible /proc) it fails, as docs/systemd.md says;
+#   - under PrivateDevices= with the unit's BindPaths= (a private mount namespace whose /dev
+#     is a tmpfs with the pseudo devices and the bound nodes only, as systemd 252 builds it)
+#     it succeeds on the same backend (cpu, or cuda on a GPU host), and without /dev/fuse
+#     bound it fails;
 #   - gpurun-systemd (spoold's runner) hands the status file and the exit code over the
 #     unit boundary, with a stand-in systemctl whose "start --wait" runs the ExecStart= above.
 # Users exist only in R/etc/passwd: nobody stands in for phifs (phifs_user), daemon for
 # gpurun (job_user). Not reproduced: the other sandbox options (ProtectSystem=, seccomp
-# itself, DeviceAllow=, RestrictNamespaces=), which need systemd to apply them.
+# itself, the cgroup side of DeviceAllow=/DevicePolicy=, RestrictNamespaces=), which need
+# systemd to apply them.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 skip() { echo "SKIP: $*"; exit 77; }
@@ -158,6 +163,8 @@ grep -q '"job_id":[[:space:]]*"job-0001"' "$SVC/p-0042/results/$JOB/record.json"
 head -c 24 "$out" >"$R/out-head"
 ! grep -rqF -f "$R/out-head" "$R/var/lib/phifs/store" || fail "the output is on the store in the clear"
 ls "$R/run/gpurun" | grep -q . && fail "a mount point was left in /run/gpurun"
+STATUS_RUN1=$R/status-run1.json
+cp "$STATUS" "$STATUS_RUN1"
 CAPS_SHOWN=${CAPS// /,}
 ok "the real gpurun ran job-0001 under gpurun@'s bounding set ($CAPS_SHOWN), no_new_privs, root + group phifs: exit 0, result encrypted on the store and readable through a mount"
 
@@ -238,6 +245,91 @@ rc=0; run_unit "$R/run-hidepid.log" "$(bset $CAPS)" unshare -m --propagation pri
 [ "$rc" != 0 ] || fail "gpurun succeeded with a hidepid=invisible /proc (then ProtectProc=invisible would do)"
 [ "$(prop ProtectProc)" != invisible ] || fail "gpurun@ sets ProtectProc=invisible"
 ok "with a hidepid=invisible /proc (ProtectProc=invisible) the job fails (exit $rc): the unit keeps ProtectProc=default"
+
+# 6. PrivateDevices=yes + BindPaths=: the job runs with only the pseudo devices and the bound
+# nodes in /dev, and /dev/fuse is the one it cannot do without
+[ "$(prop PrivateDevices)" = yes ] || fail "gpurun@: PrivateDevices=yes"
+# shellcheck disable=SC2086
+BSET=$(bset $CAPS)
+read -ra BINDS <<<"$(prop BindPaths | tr '\n' ' ')"
+for b in "${BINDS[@]}"; do
+	case $b in
+	*:*) fail "gpurun@: BindPaths=$b: this test emulates plain SOURCE binds only" ;;
+	/dev/* | -/dev/*) ;;
+	*) fail "gpurun@: BindPaths=$b is not a device node (this test binds /dev entries only)" ;;
+	esac
+done
+printf '%s\n' "${BINDS[@]}" | grep -qx /dev/fuse || fail "gpurun@: BindPaths= lacks /dev/fuse (required, no '-')"
+# every NVIDIA node of this host that CUDA opens is bound (a host with more GPUs than listed fails here)
+for n in /dev/nvidiactl /dev/nvidia-uvm /dev/nvidia-uvm-tools /dev/nvidia-caps /dev/nvidia[0-9]*; do
+	[ -e "$n" ] || continue
+	printf '%s\n' "${BINDS[@]}" | grep -qx -- "-$n" || fail "gpurun@: this host has $n, BindPaths= does not bind it"
+done
+# privdev BIND... -- CMD...: as systemd 252's mount_private_dev() and BindPaths= (src/core/
+# namespace.c), in the mount namespace of `unshare -m`: a tmpfs (nosuid, noexec) with null,
+# zero, full, random, urandom and tty, /dev/pts with ptmx, /dev/shm and /dev/mqueue bound
+# from the host, the log, fd and std* links; then each BIND from the host's /dev ("-": skip
+# if missing, otherwise a missing source fails as the unit would, 226/NAMESPACE); then
+# read-only and moved over /dev
+cat >"$R/privdev.sh" <<'SH'
+set -eu
+N=$1; shift
+mount -t tmpfs -o mode=0755,nosuid,noexec,strictatime tmpfs "$N"
+for d in null zero full random urandom tty; do
+	: >"$N/$d"; mount --bind "/dev/$d" "$N/$d"
+done
+mkdir "$N/pts" "$N/shm"
+mount --bind /dev/pts "$N/pts"; ln -s pts/ptmx "$N/ptmx"
+mount --bind /dev/shm "$N/shm"
+if [ -d /dev/mqueue ]; then mkdir "$N/mqueue"; mount --bind /dev/mqueue "$N/mqueue"; fi
+ln -s /run/systemd/journal/dev-log "$N/log"
+ln -s /proc/self/fd "$N/fd"
+for i in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${i%%:*}" "$N/${i#*:}"; done
+while [ "$1" != -- ]; do
+	b=$1; shift; src=${b#-}
+	if [ ! -e "$src" ]; then
+		[ "$b" != "$src" ] && continue
+		echo "privdev: BindPaths=$b: no such file" >&2; exit 226
+	fi
+	dst=$N${src#/dev}
+	mkdir -p "$(dirname "$dst")"
+	if [ -d "$src" ]; then mkdir -p "$dst"; mount --rbind "$src" "$dst"
+	else : >"$dst"; mount --bind "$src" "$dst"; fi
+done
+shift
+mount -o remount,bind,ro,nosuid,noexec "$N"
+mount --move "$N" /dev
+exec "$@"
+SH
+mkdir "$R/newdev"
+privdev() { unshare -m --propagation private sh "$R/privdev.sh" "$R/newdev" "$@"; }
+# what the job sees in /dev: nothing but the pseudo devices and the bound nodes
+privdev "${BINDS[@]}" -- ls -A /dev >"$R/privdev.ls" || fail "privdev: ls /dev"
+want=(fd full log mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero)
+for b in "${BINDS[@]}"; do b=${b#-}; [ -e "$b" ] && want+=("${b#/dev/}"); done
+extra=$(printf '%s\n' "${want[@]}" | grep -vxF -f - "$R/privdev.ls" || true)
+[ -z "$extra" ] || fail "the private /dev has more than the pseudo devices and the bound nodes: $extra"
+grep -qx fuse "$R/privdev.ls" || fail "the private /dev has no fuse"
+BACKEND=$(json "$STATUS_RUN1" scrub.device.backend)
+rm -rf "$SVC/p-0042/results/$JOB"
+rc=0; run_unit "$R/run-privdev.log" "$BSET" unshare -m --propagation private \
+	sh "$R/privdev.sh" "$R/newdev" "${BINDS[@]}" -- || rc=$?
+[ "$rc" = 0 ] || { cat "$R/run-privdev.log"; fail "gpurun under PrivateDevices= + BindPaths=: exit $rc"; }
+[ "$(json "$STATUS" exit)" = 0 ] || fail "PrivateDevices: status: $(cat "$STATUS")"
+[ -s "$SVC/p-0042/results/$JOB/output.txt" ] || fail "PrivateDevices: no output through the mount"
+[ "$(json "$STATUS" scrub.device.backend)" = "$BACKEND" ] ||
+	fail "PrivateDevices: backend $(json "$STATUS" scrub.device.backend), with the host's /dev $BACKEND"
+ok "PrivateDevices=yes + BindPaths= ($(tr '\n' ' ' <"$R/privdev.ls")in /dev): exit 0, result written, backend $BACKEND as with the host's /dev"
+# without /dev/fuse bound, phifs cannot mount and the job fails
+nofuse=()
+for b in "${BINDS[@]}"; do [ "$b" = /dev/fuse ] || nofuse+=("$b"); done
+rc=0; run_unit "$R/run-nofuse.log" "$BSET" unshare -m --propagation private \
+	sh "$R/privdev.sh" "$R/newdev" "${nofuse[@]}" -- || rc=$?
+[ "$rc" != 0 ] || fail "gpurun succeeded under PrivateDevices= without /dev/fuse bound"
+# libfuse's words for a missing /dev/fuse, from phifs
+grep -qF "fuse: device not found" "$R/run-nofuse.log" ||
+	{ cat "$R/run-nofuse.log"; fail "without /dev/fuse: not the missing device that failed it"; }
+ok "PrivateDevices=yes without /dev/fuse bound: exit $rc ($(grep -m1 -F 'fuse: device not found' "$R/run-nofuse.log"))"
 
 # ---- gpurun-systemd: spoold's runner, with a systemctl whose start --wait runs the unit
 mkdir -p "$R/fake"

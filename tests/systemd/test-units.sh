@@ -49,7 +49,7 @@ check_exposure() { # UNIT THRESHOLD
 	ok "$1 exposure $score (threshold $2/100)"
 }
 check_exposure spoold.service 14
-check_exposure gpurun@job1.service 22
+check_exposure gpurun@job1.service 20
 check_exposure phifs-auditd.service 5
 check_exposure phifs@job1.service 39
 # the thresholds bite: an unhardened unit is far over them
