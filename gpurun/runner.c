@@ -702,7 +702,30 @@ static int drop_to(uid_t uid, gid_t gid)
 	return 0;
 }
 
-static pid_t spawn_phifs(const struct runconf *c, const char *mnt)
+int runner_phifs_options(const struct runconf *c, char *buf, size_t len)
+{
+	char o[RUNCONF_PATH_MAX + 192];
+	/* FUSE splits -o at commas: a path with one would add options of its own */
+	if (strchr(c->audit_socket, ',') || strchr(c->phifs_user, ','))
+		return -EINVAL;
+	int n;
+	if (*c->audit_socket)
+		n = snprintf(o, sizeof o, "grants,audit_socket=%s,allow_other,direct_io", c->audit_socket);
+	else
+		n = snprintf(o, sizeof o, "grants,allow_other,direct_io");
+	/* under gpurun@.service gpurun is root without CAP_DAC_OVERRIDE: the store (0700
+	 * phifs) is reachable only as its owner, so phifs mounts as root and then serves as it.
+	 * A list cut short would lose run_as and leave phifs root: refused instead. */
+	if (n >= 0 && (size_t)n < sizeof o && *c->phifs_user)
+		n += snprintf(o + n, sizeof o - (size_t)n, ",run_as=%s", c->phifs_user);
+	if (n < 0 || (size_t)n >= sizeof o || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	memcpy(buf, o, (size_t)n + 1);
+	return 0;
+}
+
+/* opts: runner_phifs_options()'s, built before the fork so that a failure is the parent's */
+static pid_t spawn_phifs(const struct runconf *c, const char *mnt, const char *opts)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -710,17 +733,7 @@ static pid_t spawn_phifs(const struct runconf *c, const char *mnt)
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/* stdout is spoold's log: phifs speaks on stderr only */
 	(void)dup2(STDERR_FILENO, STDOUT_FILENO);
-	char o[RUNCONF_PATH_MAX + 192];
-	int n;
-	if (*c->audit_socket)
-		n = snprintf(o, sizeof o, "grants,audit_socket=%s,allow_other,direct_io", c->audit_socket);
-	else
-		n = snprintf(o, sizeof o, "grants,allow_other,direct_io");
-	/* under gpurun@.service gpurun is root without CAP_DAC_OVERRIDE: the store (0700
-	 * phifs) is reachable only as its owner, so phifs mounts as root and then serves as it */
-	if (*c->phifs_user && n > 0 && (size_t)n < sizeof o)
-		snprintf(o + n, sizeof o - (size_t)n, ",run_as=%s", c->phifs_user);
-	execl(c->phifs, c->phifs, "--key-file", c->key_file, "-o", o, "-f", c->store, mnt, (char *)NULL);
+	execl(c->phifs, c->phifs, "--key-file", c->key_file, "-o", opts, "-f", c->store, mnt, (char *)NULL);
 	_exit(127);
 }
 
@@ -904,9 +917,14 @@ int runner_run(const struct runner_opts *o)
 	sigprocmask(SIG_BLOCK, &term, NULL);
 	_cleanup_close_ int sfd = signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);
 
-	char mnt[PATH_MAX];
+	char mnt[PATH_MAX] = "", opts[RUNCONF_PATH_MAX + 192]; /* "": not mounted(), for out: */
 	bool made_mnt = false;
 	pid_t fs_pid = -1, worker = -1;
+	int e = runner_phifs_options(c, opts, sizeof opts);
+	if (e < 0) {
+		set_error(&ps, RUN_PROVISION, "phifs options: %s", strerror(-e));
+		goto out;
+	}
 	if (mkdir(c->mount_dir, 0711) < 0 && errno != EEXIST) {
 		set_error(&ps, RUN_PROVISION, "mount_dir: %s", strerror(errno));
 		goto out;
@@ -924,7 +942,7 @@ int runner_run(const struct runner_opts *o)
 		set_error(&ps, RUN_PROVISION, "private mount namespace: %s", strerror(errno));
 		goto out;
 	}
-	fs_pid = spawn_phifs(c, mnt);
+	fs_pid = spawn_phifs(c, mnt, opts);
 	if (fs_pid < 0) {
 		set_error(&ps, RUN_PROVISION, "fork: %s", strerror(errno));
 		goto out;
