@@ -483,7 +483,7 @@ static int results_dir(struct worker *w, char *dir, size_t len)
 	if (r >= 0 && mkdir(dir, dmode) < 0 && errno != EEXIST)
 		r = -errno;
 	if (open_modes)
-		umask(open_modes && r >= 0 ? 022 : old); /* write_atomic's 0644 files */
+		umask(r >= 0 ? 022 : old); /* write_atomic's 0644 files; on failure, as it was */
 	if (r < 0)
 		return r;
 	DIR *d = opendir(dir);
