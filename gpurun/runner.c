@@ -440,7 +440,8 @@ static int infer(struct worker *w, const char *tpl, const char *prompt, struct p
 	return -E2BIG;
 }
 
-static int write_atomic(const char *dir, const char *name, const char *p, size_t n)
+/* stop: the test hook "results" (SIGSTOP with the file written and synced, its fd open) */
+static int write_atomic(const char *dir, const char *name, const char *p, size_t n, bool stop)
 {
 	char tmp[PATH_MAX], dst[PATH_MAX];
 	snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
@@ -451,6 +452,8 @@ static int write_atomic(const char *dir, const char *name, const char *p, size_t
 	int r = write_full(fd, p, n);
 	if (r >= 0 && fsync(fd) < 0)
 		r = -errno;
+	if (r >= 0 && stop)
+		(void)raise(SIGSTOP);
 	if (r >= 0)
 		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	if (r >= 0 && close(fd) < 0)
@@ -565,9 +568,9 @@ static int write_results(struct worker *w, cJSON *refused, uint64_t t_end)
 	if (!txt)
 		return -ENOMEM;
 	/* output first, then the record: a record names an output that is already complete */
-	r = write_atomic(dir, "output.txt", w->out.p ? w->out.p : "", w->out.len);
+	r = write_atomic(dir, "output.txt", w->out.p ? w->out.p : "", w->out.len, w->o->stop_in_results);
 	if (r >= 0)
-		r = write_atomic(dir, "record.json", txt, strlen(txt));
+		r = write_atomic(dir, "record.json", txt, strlen(txt), false);
 	phi_erase_free(txt);
 	return r;
 }

@@ -42,6 +42,7 @@ struct runner_opts {
 	const char *attempt_name; /* spoold's attempt name, or NULL */
 	/* test hooks (docs/runner.md, "Test hooks"): stop the worker with SIGSTOP */
 	bool stop_in_inference, stop_before_scrub, stop_after_scrub;
+	bool stop_in_results; /* output.txt written and synced, before fadvise and close */
 };
 
 /* The -o list gpurun mounts phifs with (grants, the audit socket, allow_other, direct_io,
