@@ -186,12 +186,13 @@ int main(int argc, char **argv)
 		.stop_in_inference = hook && strstr(hook, "inference"),
 		.stop_before_scrub = hook && strstr(hook, "before-scrub"),
 		.stop_after_scrub = hook && strstr(hook, "after-scrub"),
+		.stop_in_results = hook && strstr(hook, "results"),
 	};
 	const char *once = secure_getenv("GPURUN_TEST_STOP_ONCE");
 	if (hook && once && *once) {
 		/* the hook fires for the first attempt only: the file is its token */
 		if (unlink(once) < 0)
-			o.stop_in_inference = o.stop_before_scrub = o.stop_after_scrub = false;
+			o.stop_in_inference = o.stop_before_scrub = o.stop_after_scrub = o.stop_in_results = false;
 	}
 	return runner_run(&o);
 }

@@ -440,7 +440,8 @@ static int infer(struct worker *w, const char *tpl, const char *prompt, struct p
 	return -E2BIG;
 }
 
-static int write_atomic(const char *dir, const char *name, const char *p, size_t n)
+/* stop: the test hook "results" (SIGSTOP with the file written and synced, its fd open) */
+static int write_atomic(const char *dir, const char *name, const char *p, size_t n, bool stop)
 {
 	char tmp[PATH_MAX], dst[PATH_MAX];
 	snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
@@ -451,6 +452,8 @@ static int write_atomic(const char *dir, const char *name, const char *p, size_t
 	int r = write_full(fd, p, n);
 	if (r >= 0 && fsync(fd) < 0)
 		r = -errno;
+	if (r >= 0 && stop)
+		(void)raise(SIGSTOP);
 	if (r >= 0)
 		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	if (r >= 0 && close(fd) < 0)
@@ -483,7 +486,7 @@ static int results_dir(struct worker *w, char *dir, size_t len)
 	if (r >= 0 && mkdir(dir, dmode) < 0 && errno != EEXIST)
 		r = -errno;
 	if (open_modes)
-		umask(open_modes && r >= 0 ? 022 : old); /* write_atomic's 0644 files */
+		umask(r >= 0 ? 022 : old); /* write_atomic's 0644 files; on failure, as it was */
 	if (r < 0)
 		return r;
 	DIR *d = opendir(dir);
@@ -565,9 +568,9 @@ static int write_results(struct worker *w, cJSON *refused, uint64_t t_end)
 	if (!txt)
 		return -ENOMEM;
 	/* output first, then the record: a record names an output that is already complete */
-	r = write_atomic(dir, "output.txt", w->out.p ? w->out.p : "", w->out.len);
+	r = write_atomic(dir, "output.txt", w->out.p ? w->out.p : "", w->out.len, w->o->stop_in_results);
 	if (r >= 0)
-		r = write_atomic(dir, "record.json", txt, strlen(txt));
+		r = write_atomic(dir, "record.json", txt, strlen(txt), false);
 	phi_erase_free(txt);
 	return r;
 }
@@ -702,7 +705,30 @@ static int drop_to(uid_t uid, gid_t gid)
 	return 0;
 }
 
-static pid_t spawn_phifs(const struct runconf *c, const char *mnt)
+int runner_phifs_options(const struct runconf *c, char *buf, size_t len)
+{
+	char o[RUNCONF_PATH_MAX + 192];
+	/* FUSE splits -o at commas: a path with one would add options of its own */
+	if (strchr(c->audit_socket, ',') || strchr(c->phifs_user, ','))
+		return -EINVAL;
+	int n;
+	if (*c->audit_socket)
+		n = snprintf(o, sizeof o, "grants,audit_socket=%s,allow_other,direct_io", c->audit_socket);
+	else
+		n = snprintf(o, sizeof o, "grants,allow_other,direct_io");
+	/* under gpurun@.service gpurun is root without CAP_DAC_OVERRIDE: the store (0700
+	 * phifs) is reachable only as its owner, so phifs mounts as root and then serves as it.
+	 * A list cut short would lose run_as and leave phifs root: refused instead. */
+	if (n >= 0 && (size_t)n < sizeof o && *c->phifs_user)
+		n += snprintf(o + n, sizeof o - (size_t)n, ",run_as=%s", c->phifs_user);
+	if (n < 0 || (size_t)n >= sizeof o || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	memcpy(buf, o, (size_t)n + 1);
+	return 0;
+}
+
+/* opts: runner_phifs_options()'s, built before the fork so that a failure is the parent's */
+static pid_t spawn_phifs(const struct runconf *c, const char *mnt, const char *opts)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -710,17 +736,7 @@ static pid_t spawn_phifs(const struct runconf *c, const char *mnt)
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/* stdout is spoold's log: phifs speaks on stderr only */
 	(void)dup2(STDERR_FILENO, STDOUT_FILENO);
-	char o[RUNCONF_PATH_MAX + 192];
-	int n;
-	if (*c->audit_socket)
-		n = snprintf(o, sizeof o, "grants,audit_socket=%s,allow_other,direct_io", c->audit_socket);
-	else
-		n = snprintf(o, sizeof o, "grants,allow_other,direct_io");
-	/* under gpurun@.service gpurun is root without CAP_DAC_OVERRIDE: the store (0700
-	 * phifs) is reachable only as its owner, so phifs mounts as root and then serves as it */
-	if (*c->phifs_user && n > 0 && (size_t)n < sizeof o)
-		snprintf(o + n, sizeof o - (size_t)n, ",run_as=%s", c->phifs_user);
-	execl(c->phifs, c->phifs, "--key-file", c->key_file, "-o", o, "-f", c->store, mnt, (char *)NULL);
+	execl(c->phifs, c->phifs, "--key-file", c->key_file, "-o", opts, "-f", c->store, mnt, (char *)NULL);
 	_exit(127);
 }
 
@@ -904,9 +920,14 @@ int runner_run(const struct runner_opts *o)
 	sigprocmask(SIG_BLOCK, &term, NULL);
 	_cleanup_close_ int sfd = signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);
 
-	char mnt[PATH_MAX];
+	char mnt[PATH_MAX] = "", opts[RUNCONF_PATH_MAX + 192]; /* "": not mounted(), for out: */
 	bool made_mnt = false;
 	pid_t fs_pid = -1, worker = -1;
+	int e = runner_phifs_options(c, opts, sizeof opts);
+	if (e < 0) {
+		set_error(&ps, RUN_PROVISION, "phifs options: %s", strerror(-e));
+		goto out;
+	}
 	if (mkdir(c->mount_dir, 0711) < 0 && errno != EEXIST) {
 		set_error(&ps, RUN_PROVISION, "mount_dir: %s", strerror(errno));
 		goto out;
@@ -924,7 +945,7 @@ int runner_run(const struct runner_opts *o)
 		set_error(&ps, RUN_PROVISION, "private mount namespace: %s", strerror(errno));
 		goto out;
 	}
-	fs_pid = spawn_phifs(c, mnt);
+	fs_pid = spawn_phifs(c, mnt, opts);
 	if (fs_pid < 0) {
 		set_error(&ps, RUN_PROVISION, "fork: %s", strerror(errno));
 		goto out;

@@ -16,6 +16,7 @@
 #define PHI_RUNNER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "job.h"
 #include "runconf.h"
@@ -41,7 +42,14 @@ struct runner_opts {
 	const char *attempt_name; /* spoold's attempt name, or NULL */
 	/* test hooks (docs/runner.md, "Test hooks"): stop the worker with SIGSTOP */
 	bool stop_in_inference, stop_before_scrub, stop_after_scrub;
+	bool stop_in_results; /* output.txt written and synced, before fadvise and close */
 };
+
+/* The -o list gpurun mounts phifs with (grants, the audit socket, allow_other, direct_io,
+ * run_as=phifs_user) into buf. -ENAMETOOLONG where it does not fit in buf (never a list
+ * cut short: one without run_as would leave phifs root), -EINVAL where a value holds a
+ * comma; buf is written only on success. */
+int runner_phifs_options(const struct runconf *c, char *buf, size_t len);
 
 /* Runs the attempt; returns its exit code (enum runner_exit). Progress lines on stdout carry
  * ids, phases and counts only. */

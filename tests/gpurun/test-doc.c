@@ -1,5 +1,6 @@
 /* test-doc: documents to prompt text (gpurun/doc.h), the runner's configuration
- * (gpurun/runconf.h) and secbufs (gpurun/secbuf.h). Golden renderings of FHIR resources. */
+ * (gpurun/runconf.h), the phifs mount options it builds (gpurun/runner.h) and secbufs
+ * (gpurun/secbuf.h). Golden renderings of FHIR resources. */
 #include <errno.h>
 #include <sodium.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 
 #include "gpurun/doc.h"
 #include "gpurun/runconf.h"
+#include "gpurun/runner.h"
 #include "gpurun/secbuf.h"
 
 static char *render(const char *name, const char *in, int *ret_r, enum doc_kind *kind,
@@ -126,12 +128,55 @@ static void test_runconf(void)
 	CHECK(runconf_resolve(&c, err, sizeof err) < 0); /* never root */
 }
 
+/* gpurun's -o list for phifs: direct_io always; run_as never dropped to make it fit */
+static void test_phifs_options(void)
+{
+	struct runconf c;
+	char o[RUNCONF_PATH_MAX + 192];
+	runconf_defaults(&c);
+	snprintf(c.audit_socket, sizeof c.audit_socket, "/run/a.sock");
+	CHECK_OK(runner_phifs_options(&c, o, sizeof o));
+	CHECK(!strcmp(o, "grants,audit_socket=/run/a.sock,allow_other,direct_io"));
+	snprintf(c.phifs_user, sizeof c.phifs_user, "phifs");
+	CHECK_OK(runner_phifs_options(&c, o, sizeof o));
+	CHECK(!strcmp(o, "grants,audit_socket=/run/a.sock,allow_other,direct_io,run_as=phifs"));
+	*c.audit_socket = 0;
+	CHECK_OK(runner_phifs_options(&c, o, sizeof o));
+	CHECK(!strcmp(o, "grants,allow_other,direct_io,run_as=phifs"));
+	/* exactly fits (with its NUL); one byte less: refused, and buf untouched */
+	size_t need = strlen(o) + 1;
+	char small[64];
+	memset(small, 'x', sizeof small);
+	CHECK_OK(runner_phifs_options(&c, small, need));
+	CHECK(!strcmp(small, o));
+	memset(small, 'x', sizeof small);
+	CHECK_EQ(runner_phifs_options(&c, small, need - 1), -ENAMETOOLONG);
+	CHECK_EQ(small[0], 'x');
+	/* everything up to run_as fits, run_as does not: refused, not mounted as root */
+	CHECK_EQ(runner_phifs_options(&c, small, strlen("grants,allow_other,direct_io") + 1), -ENAMETOOLONG);
+	CHECK_EQ(small[0], 'x');
+	/* the longest values the configuration takes still fit gpurun's own buffer */
+	memset(c.audit_socket, 'a', sizeof c.audit_socket - 1);
+	c.audit_socket[0] = '/';
+	c.audit_socket[sizeof c.audit_socket - 1] = 0;
+	memset(c.phifs_user, 'u', sizeof c.phifs_user - 1);
+	c.phifs_user[sizeof c.phifs_user - 1] = 0;
+	CHECK_OK(runner_phifs_options(&c, o, sizeof o));
+	CHECK(strstr(o, ",run_as=uuu") != NULL);
+	/* a comma in a value would be options of its own */
+	snprintf(c.audit_socket, sizeof c.audit_socket, "/run/a.sock,allow_root");
+	memset(o, 'x', sizeof o);
+	CHECK_EQ(runner_phifs_options(&c, o, sizeof o), -EINVAL);
+	CHECK_EQ(o[0], 'x');
+}
+
 int main(void)
 {
 	CHECK(sodium_init() >= 0);
 	test_doc();
 	test_secbuf();
 	test_runconf();
+	test_phifs_options();
 	puts("ok");
 	return 0;
 }
