@@ -114,7 +114,7 @@ static const char *set(struct runconf *c, const char *k, const char *v)
 	}
 	if (!strcmp(k, "phifs_user")) {
 		/* a name (phifs resolves it with NSS); it goes into phifs' -o list unquoted */
-		if (strlen(v) >= sizeof c->phifs_user || strpbrk(v, ",= \\t") || !strcmp(v, "root"))
+		if (strlen(v) >= sizeof c->phifs_user || strpbrk(v, ",= \t\\") || !strcmp(v, "root"))
 			return "bad user";
 		snprintf(c->phifs_user, sizeof c->phifs_user, "%s", v);
 		return NULL;

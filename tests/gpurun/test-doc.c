@@ -114,10 +114,15 @@ static void test_runconf(void)
 	const char *pu = "phifs_user = phifs\n";
 	CHECK_OK(runconf_parse(&c, pu, strlen(pu), err, sizeof err));
 	CHECK(!strcmp(c.phifs_user, "phifs"));
+	/* a user name with a 't' in it is a name like any other */
+	const char *pt = "phifs_user = phistore\n";
+	CHECK_OK(runconf_parse(&c, pt, strlen(pt), err, sizeof err));
+	CHECK(!strcmp(c.phifs_user, "phistore"));
 	/* it goes into phifs' -o list: no option separators, never root */
 	const char *bad[] = { "nokey\n", "store = rel\n", "bogus = 1\n", "threads = -1\n",
 			      "template_question = no placeholder\n", "cost_usd_per_hour = 1.1234567\n",
-			      "phifs_user = a,allow_root\n", "phifs_user = a=b\n", "phifs_user = root\n" };
+			      "phifs_user = a,allow_root\n", "phifs_user = a=b\n", "phifs_user = root\n",
+			      "phifs_user = a\tb\n", "phifs_user = a\\b\n" };
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		runconf_defaults(&c);
 		CHECK_EQ(runconf_parse(&c, bad[i], strlen(bad[i]), err, sizeof err), -EINVAL);
