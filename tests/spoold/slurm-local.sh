@@ -27,6 +27,9 @@
 #   SLURM_LOCAL_SLURMD_PORT slurmd port          default 6818
 #   SLURM_LOCAL_REST_PORT  slurmrestd TCP port   default 6820 (127.0.0.1 only; JWT auth)
 #   SLURM_LOCAL_REST_USER  user slurmrestd runs as (it refuses root)  default slurm
+#   SLURM_LOCAL_MIN_JOB_AGE  seconds a finished job stays in squeue (MinJobAge)  default 600
+#                          (slurmctld purges older ones about once a minute; 2 is the
+#                          smallest non-zero value slurm.conf(5) recommends)
 #   SLURM_LOCAL_SMOKE_SLOW=1  smoke also checks TIMEOUT and requeue (about 3 more minutes)
 set -euo pipefail
 
@@ -37,6 +40,7 @@ CTLD_PORT=${SLURM_LOCAL_CTLD_PORT:-6817}
 SLURMD_PORT=${SLURM_LOCAL_SLURMD_PORT:-6818}
 REST_PORT=${SLURM_LOCAL_REST_PORT:-6820}
 REST_USER=${SLURM_LOCAL_REST_USER:-slurm}
+MIN_JOB_AGE=${SLURM_LOCAL_MIN_JOB_AGE:-600}
 NODE=localhost
 export SLURM_CONF="$D/etc/slurm.conf"
 
@@ -135,8 +139,8 @@ SelectTypeParameters=CR_Core
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$D/log/jobcomp.txt
-# keep finished jobs visible to squeue/scontrol for 10 min (default 300 s)
-MinJobAge=600
+# keep finished jobs visible to squeue/scontrol for this long (default 600 s here, 300 s in Slurm)
+MinJobAge=$MIN_JOB_AGE
 ReturnToService=2
 MailProg=/bin/true
 # bind slurmctld and slurmd to the address their host name resolves to (127.0.0.1), not 0.0.0.0
