@@ -1,14 +1,17 @@
 /* gpurun: run one job over a private phifs mount (docs/runner.md).
  *
- *   gpurun [--config FILE] [--status FILE] [--key-file FILE] JOBFILE   (spoold's backends, gpurun@)
+ *   gpurun [--config FILE] [--status FILE] [--key-file FILE] [--runtime-file FILE] JOBFILE
+ *          (spoold's backends, gpurun@)
  *   gpurun [--config FILE] [--status FILE] --patient P --documents GLOB [--documents GLOB...]
  *          --task summarize|extract|question --model M [--prompt TEXT] [--max-tokens N]
  *          [--id ID] [--purpose P]
  *
  * The configuration is --config, else $GPURUN_CONFIG, else /etc/phifs/gpurun.conf. The
  * status file is --status, else $SPOOLD_STATUS_FILE. --key-file overrides key_file: gpurun@.service
- * names its credential there (%d/phifs-master-key), a path known only at start. Exit codes:
- * runner.h. */
+ * names its credential there (%d/phifs-master-key), a path known only at start.
+ * --runtime-file is the attempt's GPU slots and name (runfile.h), which gpurun@ gets as its
+ * credential "run" because spoold's environment does not cross `systemctl start`. Exit
+ * codes: runner.h. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <sodium.h>
@@ -17,6 +20,7 @@
 #include <time.h>
 
 #include "job.h"
+#include "runfile.h"
 #include "runconf.h"
 #include "runner.h"
 #include "util.h"
@@ -35,8 +39,9 @@ static void wipe_free(void *p)
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: gpurun [--config FILE] [--status FILE] [--key-file FILE] JOBFILE\n"
-		"       gpurun [--config FILE] [--status FILE] [--key-file FILE] --patient P --documents GLOB...\n"
+		"usage: gpurun [--config FILE] [--status FILE] [--key-file FILE] [--runtime-file FILE] JOBFILE\n"
+		"       gpurun [--config FILE] [--status FILE] [--key-file FILE] [--runtime-file FILE]\n"
+		"              --patient P --documents GLOB...\n"
 		"              --task summarize|extract|question --model M [--prompt TEXT]\n"
 		"              [--max-tokens N] [--id ID] [--purpose P]\n");
 	return RUN_USAGE;
@@ -76,6 +81,7 @@ int main(int argc, char **argv)
 {
 	const char *config = NULL, *status = NULL, *patient = NULL, *task = NULL, *model = NULL;
 	const char *prompt = NULL, *id = NULL, *purpose = "treatment", *key_file = NULL;
+	const char *runtime_file = NULL;
 	const char *docs[JOB_MAX_DOCS];
 	size_t ndocs = 0;
 	long max_tokens = 256;
@@ -86,6 +92,7 @@ int main(int argc, char **argv)
 		{ "prompt", required_argument, NULL, 'q' },   { "max-tokens", required_argument, NULL, 'n' },
 		{ "id", required_argument, NULL, 'i' },       { "purpose", required_argument, NULL, 'u' },
 		{ "key-file", required_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' },
+		{ "runtime-file", required_argument, NULL, 'r' },
 		{ 0 } };
 	int ch;
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -105,6 +112,7 @@ int main(int argc, char **argv)
 		case 'i': id = optarg; break;
 		case 'u': purpose = optarg; break;
 		case 'k': key_file = optarg; break;
+		case 'r': runtime_file = optarg; break;
 		default: return usage();
 		}
 	}
@@ -119,6 +127,20 @@ int main(int argc, char **argv)
 	(void)prctl(PR_SET_DUMPABLE, 0);
 
 	char err[256] = "";
+	/* The attempt's slots, before anything could initialise CUDA (the engine does, in the
+	 * worker): the driver reads CUDA_VISIBLE_DEVICES once, at cuInit. Only this checked
+	 * value is set; the file is never turned into environment as it is. */
+	struct runfile rf = { 0 };
+	if (runtime_file) {
+		if (runfile_load(runtime_file, &rf, err, sizeof err) < 0) {
+			fprintf(stderr, "gpurun: runtime file: %s\n", err);
+			return RUN_USAGE;
+		}
+		if (rf.has_slots && setenv("CUDA_VISIBLE_DEVICES", rf.slots, 1) < 0) {
+			fprintf(stderr, "gpurun: runtime file: CUDA_VISIBLE_DEVICES: %s\n", strerror(errno));
+			return RUN_USAGE;
+		}
+	}
 	struct runconf cfg;
 	runconf_defaults(&cfg);
 	if (!config)
@@ -182,7 +204,8 @@ int main(int argc, char **argv)
 		.cfg = &cfg,
 		.job = job,
 		.status_path = status && *status ? status : NULL,
-		.attempt_name = secure_getenv("SPOOLD_NAME"),
+		/* the runtime file's attempt name (gpurun@), else spoold's variable (local, Slurm) */
+		.attempt_name = rf.has_attempt ? rf.attempt : secure_getenv("SPOOLD_NAME"),
 		.stop_in_inference = hook && strstr(hook, "inference"),
 		.stop_before_scrub = hook && strstr(hook, "before-scrub"),
 		.stop_after_scrub = hook && strstr(hook, "after-scrub"),

@@ -773,6 +773,13 @@ static int write_status(const struct runner_opts *o, const struct parent_state *
 	cJSON_AddNumberToObject(s, "version", 1);
 	cJSON_AddStringToObject(s, "job", o->job->id);
 	cJSON_AddStringToObject(s, "attempt", o->attempt_name ? o->attempt_name : "");
+	/* the GPU slots the worker ran with (set by spoold, or from the runtime file under
+	 * gpurun@): null when unset, i.e. every GPU in reach; ids only */
+	const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+	if (cvd)
+		cJSON_AddStringToObject(s, "cuda_visible_devices", cvd);
+	else
+		cJSON_AddNullToObject(s, "cuda_visible_devices");
 	cJSON_AddNumberToObject(s, "exit", ps->exit_code);
 	cJSON_AddStringToObject(s, "error", ps->error);
 	cJSON_AddNumberToObject(s, "tokens_in", (double)ps->fin.tokens_in);

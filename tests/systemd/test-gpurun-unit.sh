@@ -17,7 +17,14 @@
 #     it succeeds on the same backend (cpu, or cuda on a GPU host), and without /dev/fuse
 #     bound it fails;
 #   - gpurun-systemd (spoold's runner) hands the status file and the exit code over the
-#     unit boundary, with a stand-in systemctl whose "start --wait" runs the ExecStart= above.
+#     unit boundary, with a stand-in systemctl whose "start --wait" runs the ExecStart= above;
+#   - the runtime file (credential "run": LoadCredential=, with the SetCredential= default
+#     when the file is missing): without one gpurun has no slot and no attempt name; the GPU
+#     slots and attempt name of spoold's environment reach gpurun under the unit (its status
+#     and record), through gpurun-systemd and through a real spoold (local backend) whose
+#     runner it is; a runtime file with another key (LD_PRELOAD=), a bad slot or name, or a
+#     symlink to the master key is refused (exit 2, nothing run, no value echoed), and such
+#     an environment is refused by gpurun-systemd before it starts the unit.
 # Users exist only in R/etc/passwd: nobody stands in for phifs (phifs_user), daemon for
 # gpurun (job_user). Not reproduced: the other sandbox options (ProtectSystem=, seccomp
 # itself, the cgroup side of DeviceAllow=/DevicePolicy=, RestrictNamespaces=), which need
@@ -113,6 +120,11 @@ prop() { sed -n "s/^$1=//p" "$UNIT"; }
 grep -q "^LoadCredential=job:/var/spool/phifs/active/%i.json$" "$UNIT" || fail "gpurun@: job credential line"
 grep -q "^LoadCredentialEncrypted=phifs-master-key:/etc/credstore.encrypted/phifs-master-key$" "$UNIT" ||
 	fail "gpurun@: master key credential line"
+grep -q "^LoadCredential=run:/run/gpurun-status/%i.run$" "$UNIT" || fail "gpurun@: runtime file credential line"
+# the default when the file is missing (systemd.exec(5): SetCredential= with C escapes; an
+# empty value is refused by systemd 252, hence a comment line)
+RUN_DEFAULT=$(sed -n 's/^SetCredential=run://p' "$UNIT")
+[ -n "$RUN_DEFAULT" ] || fail "gpurun@: no SetCredential=run: default (a missing runtime file would fail the start)"
 [ -z "$(prop User)" ] || fail "gpurun@ sets User=: this test reproduces root with a bounding set"
 [ "$(prop NoNewPrivileges)" = yes ] || fail "gpurun@: NoNewPrivileges"
 [ "$(prop UMask)" = 0077 ] || fail "gpurun@: UMask"
@@ -130,8 +142,20 @@ install -m 0400 "$R/var/spool/phifs/active/$JOB.json" "$CD/job"
 systemd-creds decrypt --name=phifs-master-key "$R/etc/credstore.encrypted/phifs-master-key" "$CD/phifs-master-key" ||
 	fail "systemd-creds decrypt"
 chmod 0400 "$CD/phifs-master-key"
-CMD=$(prop ExecStart | sed -e "s|$PREFIX/|$P/|g; s| /run/| $R/run/|g; s|%d|$CD|g; s|%i|$JOB|g")
+# ExecStart= rerooted, with %d and %i left for each instance
+CMD_T=$(prop ExecStart | sed -e "s|$PREFIX/|$P/|g; s| /run/| $R/run/|g")
+CMD=$(echo "$CMD_T" | sed -e "s|%d|$CD|g; s|%i|$JOB|g")
+echo "$CMD" | grep -qF -- "--runtime-file $CD/run " || fail "gpurun@: ExecStart= does not pass the credential run"
 STATUS=$R/run/gpurun-status/$JOB.json
+RUNFILE=$R/run/gpurun-status/$JOB.run
+# load_run_cred CREDDIR RUNFILE: what systemd does at the start: LoadCredential=run: (it
+# follows a symlink), else the SetCredential=run: default with its C escapes undone
+load_run_cred() {
+	rm -f "$1/run"
+	if [ -e "$2" ]; then install -m 0400 "$2" "$1/run"
+	else printf '%b' "$RUN_DEFAULT" >"$1/run" && chmod 0400 "$1/run"; fi
+}
+load_run_cred "$CD" "$RUNFILE"
 # run_unit LOG BOUNDING-SET [WRAPPER...]: ExecStart= as root with the unit's limits
 run_unit() {
 	local log=$1 bs=$2
@@ -167,6 +191,11 @@ STATUS_RUN1=$R/status-run1.json
 cp "$STATUS" "$STATUS_RUN1"
 CAPS_SHOWN=${CAPS// /,}
 ok "the real gpurun ran job-0001 under gpurun@'s bounding set ($CAPS_SHOWN), no_new_privs, root + group phifs: exit 0, result encrypted on the store and readable through a mount"
+# it had no runtime file: the unit's default means no slot (CUDA_VISIBLE_DEVICES stays
+# unset) and no attempt name
+[ "$(json "$STATUS" attempt)" = "" ] && [ "$(json "$STATUS" cuda_visible_devices)" = None ] ||
+	fail "without a runtime file: status attempt/cuda_visible_devices: $(cat "$STATUS")"
+ok "without a runtime file (the SetCredential= default): no attempt name, CUDA_VISIBLE_DEVICES unset"
 
 # 2. the old unit's empty bounding set (CapabilityBoundingSet=) is not
 rc=0; run_unit "$R/run-empty.log" -all || rc=$?
@@ -331,42 +360,209 @@ grep -qF "fuse: device not found" "$R/run-nofuse.log" ||
 	{ cat "$R/run-nofuse.log"; fail "without /dev/fuse: not the missing device that failed it"; }
 ok "PrivateDevices=yes without /dev/fuse bound: exit $rc ($(grep -m1 -F 'fuse: device not found' "$R/run-nofuse.log"))"
 
+# 7. a runtime file the user spoold wrote itself (it can: /run/gpurun-status is 2770
+# root:spoold): two keys with checked values, or gpurun stops before anything runs
+SPU=$(uid spoold) SPG=$(gid spoold)
+as_spoold() { setpriv --reuid="$SPU" --regid="$SPG" --clear-groups "$@"; }
+hostile() { # NAME WHAT CONTENT: that file, loaded as the unit would, must be refused
+	local log=$R/run-hostile-$1.log rc=0
+	rm -f "$RUNFILE"
+	printf '%s' "$3" | as_spoold sh -c "cat >'$RUNFILE'" || fail "the user spoold cannot write $RUNFILE"
+	load_run_cred "$CD" "$RUNFILE"
+	rm -f "$RUNFILE"
+	run_unit "$log" "$BSET" || rc=$?
+	[ "$rc" = 2 ] || { cat "$log"; fail "runtime file with $2: exit $rc, want 2"; }
+	# one line, gpurun's, naming the line and the problem, never the value
+	[ "$(wc -l <"$log")" = 1 ] && grep -q "^gpurun: runtime file: line [0-9]*: " "$log" ||
+		{ cat "$log"; fail "runtime file with $2: not one runtime file error line"; }
+	! grep -qE 'LD_PRELOAD|evil|\.\./|;' "$log" || { cat "$log"; fail "runtime file with $2: the value is echoed"; }
+	[ ! -e "$STATUS" ] || fail "runtime file with $2: a status was written (gpurun ran)"
+	[ -z "$(ls -A "$R/run/gpurun")" ] || fail "runtime file with $2: a mount point was made"
+	ok "runtime file with $2: refused, exit 2 ($(sed 's/^gpurun: runtime file: //' "$log"))"
+}
+hostile ldpreload "an extra key LD_PRELOAD=" "attempt=spoold-job-0001.1
+LD_PRELOAD=$R/evil.so
+"
+hostile envname "the variable's name CUDA_VISIBLE_DEVICES=" "CUDA_VISIBLE_DEVICES=0
+"
+hostile slotsep "a slot list with ';'" "cuda_visible_devices=0;1
+"
+hostile slotrepeat "a slot twice, once as 01" "cuda_visible_devices=1,01
+"
+hostile slotrange "slot 1024" "cuda_visible_devices=1024
+"
+hostile name "an attempt name with ../" "attempt=../../etc/x
+"
+hostile twice "attempt given twice" "attempt=spoold-job-0001.1
+attempt=spoold-job-0001.2
+"
+# systemd reads LoadCredential= as root and follows a symlink: one to the master key (64 hex
+# digits) is refused without a digit of it in the log
+rm -f "$RUNFILE"
+as_spoold ln -s "$R/root.key" "$RUNFILE" || fail "the user spoold cannot make a symlink in /run/gpurun-status"
+load_run_cred "$CD" "$RUNFILE"
+rm -f "$RUNFILE"
+rc=0; run_unit "$R/run-hostile-link.log" "$BSET" || rc=$?
+[ "$rc" = 2 ] || { cat "$R/run-hostile-link.log"; fail "runtime file linked to the master key: exit $rc, want 2"; }
+! grep -qiF "$(head -c 8 "$R/root.key")" "$R/run-hostile-link.log" || fail "master key digits in gpurun's log"
+ok "runtime file linked to the master key: refused, exit 2 ($(sed 's/^gpurun: runtime file: //' "$R/run-hostile-link.log")), no key digits in the log"
+load_run_cred "$CD" "$RUNFILE" # the default again
+
 # ---- gpurun-systemd: spoold's runner, with a systemctl whose start --wait runs the unit
 mkdir -p "$R/fake"
 cat >"$R/fake/systemctl" <<EOF
 #!/bin/bash
-# a stand-in for systemctl: "start --wait gpurun@ID.service" runs the unit's ExecStart=
-# as above; "stop" of an inactive unit is a no-op; every call is logged
+# a stand-in for systemctl: "start --wait gpurun@ID.service" loads the credentials as the
+# unit's lines say (job, run with its SetCredential= default, the master key decrypted
+# above) and runs the unit's ExecStart= as above; "show" gives the last start's
+# ExecMainCode (1: exited) and ExecMainStatus; "stop" of an inactive unit is a no-op; every
+# call is logged. The runtime file found at the start is kept as $R/seen.run; $R/swap.run,
+# if present, replaces it first (the user spoold racing its own runner).
 echo "\$*" >>"$R/systemctl.log"
 case "\$1 \$2" in
-"start --wait") [ "\$3" = "gpurun@$JOB.service" ] || exit 5
-	cd / && umask 0077 && exec env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY="$CD" \
-		setpriv --reuid=0 --regid=0 --groups="$PG" --inh-caps=-all --bounding-set="$(bset $CAPS)" \
-		--no-new-privs $CMD >"$R/unit.log" 2>&1 ;;
-"stop gpurun@$JOB.service") exit 0 ;;
+"start --wait")
+	id=\${3#gpurun@}; id=\${id%.service}
+	case \$id in job-[0-9][0-9][0-9][0-9]) ;; *) exit 5 ;; esac
+	cd=$R/run/credentials/gpurun@\$id.service rf=$R/run/gpurun-status/\$id.run
+	install -d -m 0700 "\$cd"
+	install -m 0400 "$R/var/spool/phifs/active/\$id.json" "\$cd/job" || exit 1
+	install -m 0400 "$CD/phifs-master-key" "\$cd/phifs-master-key"
+	rm -f "$R/seen.run"; [ -e "\$rf" ] && cp -p "\$rf" "$R/seen.run"
+	[ -f "$R/swap.run" ] && cp "$R/swap.run" "\$rf"
+	rm -f "\$cd/run"
+	if [ -e "\$rf" ]; then install -m 0400 "\$rf" "\$cd/run"
+	else printf '%b' '$RUN_DEFAULT' >"\$cd/run"; fi
+	cmd=\$(echo '$CMD_T' | sed -e "s|%d|\$cd|g; s|%i|\$id|g")
+	rc=0
+	(cd / && umask 0077 && exec env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY="\$cd" \
+		\${ASAN_OPTIONS:+ASAN_OPTIONS="\$ASAN_OPTIONS"} \${UBSAN_OPTIONS:+UBSAN_OPTIONS="\$UBSAN_OPTIONS"} \
+		setpriv --reuid=0 --regid=0 --groups="$PG" --inh-caps=-all --bounding-set="$BSET" \
+		--no-new-privs \$cmd) >"$R/unit.log" 2>&1 || rc=\$?
+	echo "\$rc" >"$R/unit.rc"
+	exit "\$rc" ;;
+"show -p") echo 1; cat "$R/unit.rc" ;;
+"stop gpurun@"*) exit 0 ;;
 *) exit 1 ;;
 esac
 EOF
 chmod 755 "$R/fake/systemctl"
 mkdir -p "$R/journal"
 rm -rf "$SVC/p-0042/results"
+# wrapper LOG [VAR=VALUE...]: gpurun-systemd for job-0001 in spoold's environment plus VARs
+wrapper() {
+	local log=$1
+	shift
+	env -i PATH="$R/fake:/usr/bin:/bin" GPURUN_STATUS_DIR="$R/run/gpurun-status" \
+		${ASAN_OPTIONS:+ASAN_OPTIONS="$ASAN_OPTIONS"} ${UBSAN_OPTIONS:+UBSAN_OPTIONS="$UBSAN_OPTIONS"} \
+		"$@" "$BIN/gpurun-systemd" "$R/var/spool/phifs/active/$JOB.json" >"$log" 2>&1
+}
+# spoold's variables (a one-GPU job on slot 0, its first attempt) cross into the unit
 rc=0
-env PATH="$R/fake:/usr/bin:/bin" GPURUN_STATUS_DIR="$R/run/gpurun-status" \
-	SPOOLD_STATUS_FILE="$R/journal/spoold-$JOB.1.status.json" "$BIN/gpurun-systemd" \
-	"$R/var/spool/phifs/active/$JOB.json" >"$R/wrapper.log" 2>&1 || rc=$?
+wrapper "$R/wrapper.log" SPOOLD_STATUS_FILE="$R/journal/spoold-$JOB.1.status.json" \
+	CUDA_VISIBLE_DEVICES=0 SPOOLD_NAME="spoold-$JOB.1" SPOOLD_GRANT=g-1 SPOOLD_JOB_FILE=x || rc=$?
 [ "$rc" = 0 ] || { cat "$R/wrapper.log" "$R/unit.log"; fail "gpurun-systemd: exit $rc"; }
 grep -qx "start --wait gpurun@$JOB.service" "$R/systemctl.log" || fail "gpurun-systemd did not start gpurun@$JOB.service"
-[ "$(json "$R/journal/spoold-$JOB.1.status.json" exit)" = 0 ] || fail "status not handed to spoold"
+ST1=$R/journal/spoold-$JOB.1.status.json
+[ "$(json "$ST1" exit)" = 0 ] || fail "status not handed to spoold"
 [ ! -e "$STATUS" ] || fail "gpurun-systemd left the status in /run/gpurun-status"
 [ -s "$out" ] || fail "no output after gpurun-systemd"
-# a failing run: its exit code comes back (no documents: 5)
-sed -i 's/"visit.txt"/"none.txt"/' "$CD/job"
+# the file as the unit found it: the two keys and nothing else, 0640 (group spoold here
+# through the setgid directory), gone after the run
+printf 'cuda_visible_devices=0\nattempt=spoold-%s.1\n' "$JOB" | cmp -s - "$R/seen.run" ||
+	{ cat "$R/seen.run"; fail "the runtime file gpurun-systemd wrote"; }
+[ "$(stat -c %a "$R/seen.run")" = 640 ] || fail "runtime file mode $(stat -c %a "$R/seen.run"), want 640"
+[ ! -e "$RUNFILE" ] && [ ! -e "$RUNFILE.tmp" ] || fail "gpurun-systemd left the runtime file"
+# ... and what gpurun did with it: its status and its record name the attempt, and it ran
+# with CUDA_VISIBLE_DEVICES=0 (on the backend it has with the host's GPUs: slot 0 is one)
+[ "$(json "$ST1" attempt)" = "spoold-$JOB.1" ] || fail "status attempt: $(json "$ST1" attempt)"
+[ "$(json "$ST1" cuda_visible_devices)" = 0 ] || fail "status cuda_visible_devices: $(json "$ST1" cuda_visible_devices)"
+[ "$(json "$ST1" scrub.device.backend)" = "$BACKEND" ] || fail "slot 0: backend $(json "$ST1" scrub.device.backend), want $BACKEND"
+[ "$(json "$SVC/p-0042/results/$JOB/record.json" attempt)" = "spoold-$JOB.1" ] || fail "record attempt"
+ok "gpurun-systemd: CUDA_VISIBLE_DEVICES=0 and SPOOLD_NAME reach gpurun under the unit as the runtime file (status and record: attempt spoold-$JOB.1, cuda_visible_devices 0, backend $BACKEND); the file is removed after"
+# a failing run: its exit code comes back (no documents: 5); a job of no GPU (slots "")
+# runs on the CPU even where CUDA works
+sed -i 's/"visit.txt"/"none.txt"/' "$R/var/spool/phifs/active/$JOB.json"
 rc=0
-env PATH="$R/fake:/usr/bin:/bin" GPURUN_STATUS_DIR="$R/run/gpurun-status" \
-	SPOOLD_STATUS_FILE="$R/journal/spoold-$JOB.2.status.json" "$BIN/gpurun-systemd" \
-	"$R/var/spool/phifs/active/$JOB.json" >"$R/wrapper2.log" 2>&1 || rc=$?
+wrapper "$R/wrapper2.log" SPOOLD_STATUS_FILE="$R/journal/spoold-$JOB.2.status.json" \
+	CUDA_VISIBLE_DEVICES= SPOOLD_NAME="spoold-$JOB.2" || rc=$?
 [ "$rc" = 5 ] || { cat "$R/wrapper2.log" "$R/unit.log"; fail "gpurun-systemd: exit $rc for a job without documents, want 5"; }
-[ "$(json "$R/journal/spoold-$JOB.2.status.json" exit)" = 5 ] || fail "failed run's status not handed over"
+ST2=$R/journal/spoold-$JOB.2.status.json
+[ "$(json "$ST2" exit)" = 5 ] || fail "failed run's status not handed over"
+[ "$(json "$ST2" attempt)" = "spoold-$JOB.2" ] && [ "$(json "$ST2" cuda_visible_devices)" = "" ] ||
+	fail "no-GPU run: status attempt/cuda_visible_devices: $(cat "$ST2")"
+[ "$(json "$ST2" scrub.device.backend)" = cpu ] || fail "no GPU slot: backend $(json "$ST2" scrub.device.backend)"
 ! "$BIN/gpurun-systemd" "$R/var/spool/phifs/active/../x;y.json" 2>/dev/null || fail "gpurun-systemd took a bad job id"
-ok "gpurun-systemd: starts gpurun@$JOB.service, hands status and exit code (0, then 5) to spoold"
+ok "gpurun-systemd: hands status and exit code (0, then 5) to spoold; CUDA_VISIBLE_DEVICES= (no GPU) arrives empty: backend cpu"
+# the user spoold swaps a hostile file in before the start: gpurun refuses it, leaves no
+# status, and gpurun-systemd passes its exit code (2) on from the unit's main process
+printf 'attempt=spoold-%s.3\nLD_PRELOAD=%s/evil.so\n' "$JOB" "$R" >"$R/swap.run"
+rc=0
+wrapper "$R/wrapper3.log" SPOOLD_STATUS_FILE="$R/journal/spoold-$JOB.3.status.json" \
+	CUDA_VISIBLE_DEVICES=0 SPOOLD_NAME="spoold-$JOB.3" || rc=$?
+rm -f "$R/swap.run"
+[ "$rc" = 2 ] || { cat "$R/wrapper3.log" "$R/unit.log"; fail "swapped hostile runtime file: gpurun-systemd exit $rc, want 2"; }
+grep -q "^gpurun: runtime file: line 2: unknown key" "$R/unit.log" || { cat "$R/unit.log"; fail "swapped runtime file: not refused by gpurun"; }
+[ ! -e "$R/journal/spoold-$JOB.3.status.json" ] && [ ! -e "$RUNFILE" ] || fail "swapped runtime file: status or runtime file left"
+ok "a runtime file swapped in by the user spoold (LD_PRELOAD=): gpurun refuses it, gpurun-systemd exits 2"
+# an environment spoold would not make never reaches the unit: no start, no file
+starts=$(grep -c "^start" "$R/systemctl.log")
+for bad in "SPOOLD_NAME=spoold-$JOB.4
+LD_PRELOAD=$R/evil.so" "SPOOLD_NAME=../x" "CUDA_VISIBLE_DEVICES=0;id" "CUDA_VISIBLE_DEVICES=0,,1" \
+	"CUDA_VISIBLE_DEVICES=GPU-0a1b"; do
+	rc=0
+	wrapper "$R/wrapper4.log" "$bad" || rc=$?
+	[ "$rc" = 2 ] || { cat "$R/wrapper4.log"; fail "gpurun-systemd with ${bad%%$'\n'*}...: exit $rc, want 2"; }
+	grep -q "^gpurun-systemd: .* is not" "$R/wrapper4.log" || { cat "$R/wrapper4.log"; fail "gpurun-systemd: no reason given"; }
+done
+[ "$(grep -c "^start" "$R/systemctl.log")" = "$starts" ] || fail "gpurun-systemd started the unit with a bad environment"
+[ ! -e "$RUNFILE" ] || fail "gpurun-systemd wrote a runtime file for a bad environment"
+ok "gpurun-systemd refuses (exit 2, unit not started) SPOOLD_NAME with a newline + LD_PRELOAD= or ../, and slot lists with ';', ',,' or a UUID"
+
+# ---- spoold itself (local backend) with gpurun-systemd as its runner: the slots it assigns
+# and its attempt name reach gpurun under the unit. A two-GPU job (medium tier) on
+# gpu_slots 2,3 (slots no job here would otherwise use; a GPU host may not have them,
+# so the backend is not checked).
+sed -i 's/"none.txt"/"visit.txt"/' "$R/var/spool/phifs/active/$JOB.json"
+mv "$R/var/spool/phifs/active/$JOB.json" "$R/job-0001.json" # not spoold's: it has no journal for it
+SP=$R/var/spool/phifs
+cat >"$R/spoold.conf" <<EOF
+spool_dir = $SP
+admin_group = root
+runner = $BIN/gpurun-systemd
+gpu_slots = 2,3
+max_instances = 1
+tick_ms = 100
+metrics_file = $R/metrics.prom
+EOF
+env -i PATH="$R/fake:/usr/bin:/bin" GPURUN_STATUS_DIR="$R/run/gpurun-status" \
+	${ASAN_OPTIONS:+ASAN_OPTIONS="$ASAN_OPTIONS"} ${UBSAN_OPTIONS:+UBSAN_OPTIONS="$UBSAN_OPTIONS"} \
+	"$BIN/spoold" --config "$R/spoold.conf" >"$R/spoold.log" 2>&1 &
+SPID=$!
+PIDS+=("$SPID")
+J2=job-0002
+cat >"$SP/tmp/.$J2" <<'J'
+{"version": 1, "id": "job-0002", "patient": "p-0042", "documents": ["visit.txt"],
+ "task": "summarize", "model": "stories260K.gguf", "max_tokens": 32,
+ "estimated_tokens": 20000, "requested_by": "dr.who", "purpose": "treatment"}
+J
+mv "$SP/tmp/.$J2" "$SP/incoming/$J2.json"
+RES=$SP/done/$J2.result.json
+for _ in $(seq 1200); do
+	[ -e "$RES" ] || [ -e "$SP/failed/$J2.result.json" ] && break
+	kill -0 "$SPID" 2>/dev/null || break
+	sleep 0.1
+done
+kill -TERM "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
+[ -e "$RES" ] || { cat "$R/spoold.log" "$SP/failed/$J2.result.json" "$SP/journal/"*.log "$R/unit.log" 2>/dev/null; fail "spoold: $J2 not done"; }
+NAME=$(json "$RES" backend_id) SLOTS=$(json "$RES" slots)
+ST=$SP/journal/$NAME.status.json
+[ "$NAME" = "spoold-$J2.1" ] && [ "$(json "$RES" gpus)" = 2 ] || fail "spoold's record: attempt $NAME, gpus $(json "$RES" gpus)"
+case $SLOTS in 2,3 | 3,2) ;; *) fail "spoold's record: slots $SLOTS, want 2 and 3" ;; esac
+[ "$(json "$ST" attempt)" = "$NAME" ] || fail "gpurun's status under the unit: attempt $(json "$ST" attempt), spoold's $NAME"
+[ "$(json "$ST" cuda_visible_devices)" = "$SLOTS" ] ||
+	fail "gpurun's status under the unit: cuda_visible_devices $(json "$ST" cuda_visible_devices), spoold's slots $SLOTS"
+[ "$(json "$SVC/p-0042/results/$J2/record.json" attempt)" = "$NAME" ] || fail "$J2's record: attempt"
+[ "$(json "$RES" tokens_in)" -gt 0 ] || fail "spoold did not get gpurun's token counts"
+[ ! -e "$R/run/gpurun-status/$J2.run" ] || fail "runtime file of $J2 left"
+ok "spoold (local, gpu_slots 2,3) -> gpurun-systemd -> gpurun@$J2: gpurun ran as attempt $NAME with CUDA_VISIBLE_DEVICES=$SLOTS, spoold's own record's slots, and spoold got its status"
 echo "test-gpurun-unit: all passed"

@@ -66,6 +66,22 @@ for opt in ProtectSystem ProtectHome PrivateTmp PrivateDevices PrivateMounts Pro
 	! grep -q "^$opt=" phifs@.service || fail "phifs@.service sets $opt= (mount namespace)"
 done
 ok "phifs@.service has no option that needs a mount namespace"
+# gpurun@ runs as root: nothing the user spoold writes may become its environment (an
+# EnvironmentFile= under /run/gpurun-status could set LD_PRELOAD); spoold's slots and attempt
+# name come in the credential run, which gpurun parses (docs/systemd.md, "The runtime file")
+for opt in EnvironmentFile PassEnvironment; do
+	! grep -q "^$opt=" gpurun@.service || fail "gpurun@.service sets $opt="
+done
+grep -q '^LoadCredential=run:/run/gpurun-status/%i.run$' gpurun@.service || fail "gpurun@: no credential run"
+grep -q '^ExecStart=.* --runtime-file %d/run ' gpurun@.service || fail "gpurun@: ExecStart= without --runtime-file %d/run"
+grep -q '^SetCredential=run:.' gpurun@.service || fail "gpurun@: no SetCredential=run: default for a missing file"
+# the default cannot be empty: systemd 252 ignores an empty SetCredential= (and a missing
+# runtime file would then fail the start), which verify reports
+sed 's/^SetCredential=run:.*/SetCredential=run:/' gpurun@.service >"$T/gpurun@.service"
+MANPATH=$D$PREFIX/share/man systemd-analyze verify "$T/gpurun@job1.service" >"$T/verify-empty.log" 2>&1 || true
+grep -q "SetCredential=run:.*Invalid syntax\|Invalid syntax, ignoring: run:" "$T/verify-empty.log" ||
+	{ cat "$T/verify-empty.log"; fail "verify took an empty SetCredential=run: (the comment default would not be needed)"; }
+ok "gpurun@.service: no EnvironmentFile= or PassEnvironment=; the runtime file as credential run, with a non-empty default"
 
 # sysusers.d + tmpfiles.d on a temporary root
 R=$T/root
