@@ -1584,6 +1584,13 @@ static int handle_new(const struct phifs *fs, struct node *n, int flags, struct 
 	if (fs->opts.direct_io) {
 		fi->direct_io = 1;
 		fi->keep_cache = 0;
+	} else if ((flags & O_ACCMODE) == O_WRONLY && !(flags & O_TRUNC)) {
+		/* Without keep_cache the kernel drops the file's cached pages at every open. A
+		 * write-only handle reads nothing through them (its writes update the pages they
+		 * cover), and every open that can read still drops them, so keeping them costs
+		 * no freshness and spares the invalidation: 35-65 ms at the open of a 512 MiB
+		 * file read just before (tests/azure/bench.sh, the 4 KiB overwrite row). */
+		fi->keep_cache = 1;
 	}
 	return 0;
 }

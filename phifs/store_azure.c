@@ -5,12 +5,14 @@
  * attributes live in blob metadata (phimode, phiuid, phigid, phiino, phiatime, phimtime,
  * phictime, phigen). Children of a directory are found with List Blobs prefix+delimiter.
  *
- * Objects are written back: an open object caches up to OBJ_SLOTS blocks of BLOCK bytes;
- * a dirty block pushed out of the cache is staged with Put Block, and fsync/release commits
- * with Put Block List (or one Put Blob for a small object) under If-Match on the ETag the
- * object was based on, so a concurrent writer on another mount is detected, never
- * overwritten. Unchanged blocks are referenced by their committed block ids, so a small
- * write into a large object uploads only the blocks it touched.
+ * Objects are written back: an open object caches up to OBJ_SLOTS blocks of BLOCK bytes,
+ * each made of pieces (PIECE bytes, the grid of the committed Azure blocks) cached and
+ * dirtied one by one; the dirty pieces of a block pushed out of the cache are staged with
+ * Put Block, and fsync/release commits with Put Block List (or one Put Blob for a small
+ * object) under If-Match on the ETag the object was based on, so a concurrent writer on
+ * another mount is detected, never overwritten. Unchanged pieces are referenced by their
+ * committed block ids, so a small write into a large object reads and uploads only the
+ * pieces it touched.
  *
  * Requests are signed with Shared Key (HMAC-SHA256 of the canonical string, OpenSSL) in
  * this file; libcurl moves the bytes, one easy handle per request taken from a pool so
@@ -36,7 +38,22 @@
 
 #include "util.h"
 
-#define BLOCK (4u << 20)        /* block size of staged uploads and cached reads */
+#define BLOCK (4u << 20)        /* cache slot: the unit of caching and read-ahead */
+/* Committed Azure blocks lie on a grid of pieces: PIECE bytes below FINE_END, BLOCK above */
+#ifndef PHI_AZ_PIECE_SHIFT
+#define PHI_AZ_PIECE_SHIFT 20 /* 1 MiB; tests/azure/bench.sh compared 1 and 2 MiB */
+#endif
+#define PIECE (1u << PHI_AZ_PIECE_SHIFT)
+#define FINE_END (UINT64_C(16) << 30)
+#define SUBS (BLOCK / PIECE)    /* pieces per cache slot below FINE_END */
+#define FINE_PIECES (FINE_END / PIECE)
+#define MAX_PIECES 50000        /* Azure: committed blocks per blob */
+#define MAX_OBJ_SIZE (FINE_END + (MAX_PIECES - FINE_PIECES) * (uint64_t)BLOCK) /* 147.3 GiB */
+#define XFER_PAR 4              /* transfers of one object in flight at once */
+#define OPEN_READ 8192          /* an open reads the blob's first bytes with its properties */
+#define PIECES_META_MAX 600     /* longest phipieces metadata value written */
+_Static_assert(SUBS >= 1 && SUBS <= 8 && BLOCK % PIECE == 0 && FINE_END % BLOCK == 0,
+	       "a slot's pieces fit the uint8_t masks of struct slot");
 /* reads up to this size off the sequential path are ranged GETs, not block loads */
 #define SMALL_READ (64u * 1024)
 #define OBJ_SLOTS 4             /* cached blocks per open object: bounds memory to 16 MiB */
@@ -399,6 +416,8 @@ struct az_store {
 	pthread_mutex_t cache_lock;
 	uint64_t gen;
 	struct acache_ent *cache; /* ACACHE_SLOTS, direct-mapped by name hash */
+
+	uint64_t st_requests, st_up, st_down; /* phi_az_stats, atomic */
 };
 
 struct acache_ent {
@@ -410,7 +429,9 @@ struct acache_ent {
 struct slot {
 	uint64_t idx;
 	uint8_t *buf; /* BLOCK bytes */
-	bool used, dirty;
+	bool used;
+	uint8_t present; /* per piece (sub-unit) of the slot: buf holds its bytes */
+	uint8_t dirty;   /* per piece: changed since it was last staged (a subset of present) */
 	uint64_t tick;
 };
 
@@ -434,12 +455,16 @@ struct phi_store_obj {
 
 	struct slot slots[OBJ_SLOTS];
 	uint64_t tick;
-	uint8_t *staged; /* per block: staged (uncommitted) with our id */
+	uint32_t *staged; /* per piece: length staged (uncommitted) under our id, 0 if not */
 	size_t staged_cap;
 	struct phi_az_block *committed; /* committed block list, when known */
 	size_t ncommitted;
 	bool committed_known;
 	uint32_t session; /* in our block ids */
+	bool committed_from_meta; /* the committed list came from phipieces, not Get Block List */
+	char pieces[PIECES_META_MAX + 1]; /* phipieces of the version opened, until used */
+	uint8_t head[OPEN_READ]; /* the first head_len bytes, read by the open; dropped by any */
+	size_t head_len;         /* write or truncate */
 	uint64_t next_read; /* block a sequential reader asks for next (0: nothing read yet) */
 };
 
@@ -487,6 +512,9 @@ struct req {
 	struct meta meta;
 	bool have_meta_mode;
 	unsigned meta_seen; /* bitmask of metadata fields present */
+	uint64_t range_total; /* the blob's size from Content-Range */
+	bool have_range;
+	char pieces[PIECES_META_MAX + 1]; /* x-ms-meta-phipieces, "" if none */
 
 	/* body sink: fixed buffer (buf/cap) or growable (grow) */
 	uint8_t *buf;
@@ -655,7 +683,8 @@ static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
 	line[n] = 0;
 	if (!strncmp(line, "HTTP/", 5)) { /* a new response (after a 100 or a redirect) */
 		q->meta_seen = 0;
-		q->etag[0] = 0;
+		q->etag[0] = q->pieces[0] = 0;
+		q->have_range = false;
 		return n;
 	}
 	char *colon = strchr(line, ':');
@@ -681,6 +710,15 @@ static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
 	else if (!strcmp(line, "content-length") && phi_parse_u64(v, UINT64_MAX, &u) == 0) {
 		q->content_length = u;
 		q->have_length = true;
+	} else if (!strcmp(line, "content-range")) { /* bytes FIRST-LAST/TOTAL */
+		const char *sl = strrchr(v, '/');
+		if (!strncmp(v, "bytes ", 6) && sl && phi_parse_u64(sl + 1, UINT64_MAX, &u) == 0) {
+			q->range_total = u;
+			q->have_range = true;
+		}
+	} else if (!strcmp(line, "x-ms-meta-phipieces")) {
+		if (vl < sizeof q->pieces)
+			memcpy(q->pieces, v, vl + 1);
 	} else if (!strncmp(line, "x-ms-meta-", 10)) {
 		const char *k = line + 10;
 		if (!strcmp(k, "phimode") && phi_parse_u64(v, UINT32_MAX, &u) == 0) {
@@ -815,7 +853,8 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 	q->h = h;
 	q->status = 0;
 	q->etag[0] = q->error_code[0] = q->copy_status[0] = 0;
-	q->have_length = false;
+	q->have_length = q->have_range = false;
+	q->pieces[0] = 0;
 	q->meta_seen = 0;
 	q->got = 0;
 	q->overflow = false;
@@ -849,6 +888,12 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 	CURLcode cc = curl_easy_perform(h);
 	long st = 0;
 	(void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+	curl_off_t up = 0, down = 0;
+	(void)curl_easy_getinfo(h, CURLINFO_SIZE_UPLOAD_T, &up);
+	(void)curl_easy_getinfo(h, CURLINFO_SIZE_DOWNLOAD_T, &down);
+	__atomic_add_fetch(&s->st_requests, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&s->st_up, (uint64_t)(up > 0 ? up : 0), __ATOMIC_RELAXED);
+	__atomic_add_fetch(&s->st_down, (uint64_t)(down > 0 ? down : 0), __ATOMIC_RELAXED);
 	(void)curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(hl);
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && q->overflow)) {
@@ -1653,6 +1698,14 @@ static int az_fsync_dir(struct phi_store *ps, const char *path)
 
 /* ---- objects ---- */
 
+/* Geometry. A cache slot holds BLOCK bytes at a BLOCK-aligned offset. An object is
+ * committed as a list of Azure blocks on a fixed grid of "pieces": PIECE bytes below
+ * FINE_END, BLOCK bytes above it, so a slot is SUBS pieces there and one piece here. A small
+ * write reads and uploads only the piece it touches, and the grid bounds the block list:
+ * every block we commit is one piece, and a committed block is kept only if both its ends
+ * are on the grid (or it ends the object), so a blob never has more blocks than its size
+ * has pieces, at most MAX_PIECES (Azure's 50,000). */
+
 static uint64_t nblocks(uint64_t size)
 {
 	return (size + BLOCK - 1) / BLOCK;
@@ -1664,12 +1717,166 @@ static uint64_t block_len(uint64_t size, uint64_t i)
 	return size <= start ? 0 : size - start < BLOCK ? size - start : BLOCK;
 }
 
-static void block_id(const struct phi_store_obj *o, uint64_t i, char *out, size_t size)
+static uint64_t piece_of(uint64_t off)
+{
+	return off < FINE_END ? off / PIECE : FINE_PIECES + (off - FINE_END) / BLOCK;
+}
+
+static uint64_t piece_start(uint64_t p)
+{
+	return p < FINE_PIECES ? p * PIECE : FINE_END + (p - FINE_PIECES) * BLOCK;
+}
+
+static uint64_t piece_end(uint64_t p) /* nominal: as if the object went on */
+{
+	return piece_start(p) + (p < FINE_PIECES ? PIECE : BLOCK);
+}
+
+/* bytes of piece p in an object of size bytes */
+static uint64_t piece_len(uint64_t size, uint64_t p)
+{
+	uint64_t a = piece_start(p), b = piece_end(p);
+	return size <= a ? 0 : (size < b ? size : b) - a;
+}
+
+static uint64_t npieces(uint64_t size)
+{
+	return size ? piece_of(size - 1) + 1 : 0;
+}
+
+/* The sub-units of slot i are its pieces: SUBS of them below FINE_END, else one. */
+static unsigned slot_subs(uint64_t i)
+{
+	return i * BLOCK < FINE_END ? SUBS : 1;
+}
+
+static uint64_t sub_size(uint64_t i)
+{
+	return BLOCK / slot_subs(i);
+}
+
+static unsigned all_subs(uint64_t i)
+{
+	return (1u << slot_subs(i)) - 1;
+}
+
+/* the sub-units of slot i that [off, off + len) touches; len > 0, inside the slot */
+static unsigned subs_of(uint64_t i, uint64_t off, uint64_t len)
+{
+	uint64_t base = i * BLOCK, ss = sub_size(i);
+	unsigned a = (unsigned)((off - base) / ss), b = (unsigned)((off + len - 1 - base) / ss);
+	return ((2u << b) - 1) & ~((1u << a) - 1);
+}
+
+static uint64_t valid_end(const struct phi_store_obj *o)
+{
+	return o->csize < o->low ? o->csize : o->low;
+}
+
+/* Block ids: base64 of "phi1-<session, 8 hex>-<piece index, 12 digits>" (all the same
+ * length, as Azure wants within a blob). */
+static void id_of(uint32_t session, uint64_t p, char *out, size_t size)
 {
 	char raw[32];
-	(void)snprintf(raw, sizeof raw, "phi1-%08" PRIx32 "-%012" PRIu64, o->session, i);
+	(void)snprintf(raw, sizeof raw, "phi1-%08" PRIx32 "-%012" PRIu64, session, p);
 	sodium_bin2base64(out, size, (const unsigned char *)raw, strlen(raw),
 			  sodium_base64_VARIANT_ORIGINAL);
+}
+
+static void block_id(const struct phi_store_obj *o, uint64_t p, char *out, size_t size)
+{
+	id_of(o->session, p, out, size);
+}
+
+/* the session of one of our block ids for piece p; false for any other id */
+static bool id_session(const char *id, uint64_t p, uint32_t *ret)
+{
+	char raw[40], want[32];
+	size_t n = 0;
+	if (sodium_base642bin((unsigned char *)raw, sizeof raw - 1, id, strlen(id), NULL, &n, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) != 0 || n != 26)
+		return false;
+	raw[n] = 0;
+	uint64_t sess;
+	char hex[9];
+	memcpy(hex, raw + 5, 8);
+	hex[8] = 0;
+	for (size_t k = 0; k < 8; k++)
+		if (!((hex[k] >= '0' && hex[k] <= '9') || (hex[k] >= 'a' && hex[k] <= 'f')))
+			return false;
+	sess = strtoull(hex, NULL, 16);
+	(void)snprintf(want, sizeof want, "phi1-%08" PRIx32 "-%012" PRIu64, (uint32_t)sess, p);
+	if (strcmp(raw, want) != 0)
+		return false;
+	*ret = (uint32_t)sess;
+	return true;
+}
+
+/* The blob metadata phipieces: when the committed list is exactly the grid, piece k being
+ * block k with our id, it is the runs of the ids' sessions, "SSSSSSSS-COUNT" joined by
+ * '.', so that a writer knows the list without Get Block List. "" otherwise, or if it
+ * would be longer than PIECES_META_MAX (Get Block List then). */
+static void pieces_meta(const struct phi_az_block *v, size_t n, uint64_t size, char *out,
+			size_t cap)
+{
+	size_t ol = 0;
+	uint32_t cur = 0;
+	uint64_t run = 0;
+	out[0] = 0;
+	if (!n || n != npieces(size))
+		return;
+	for (size_t k = 0; k <= n; k++) {
+		uint32_t sess = 0;
+		if (k < n && (v[k].size != piece_len(size, k) || !id_session(v[k].id, k, &sess))) {
+			out[0] = 0;
+			return;
+		}
+		if (k < n && run && sess == cur) {
+			run++;
+			continue;
+		}
+		if (run) {
+			int w = snprintf(out + ol, cap - ol, "%s%08" PRIx32 "-%" PRIu64, ol ? "." : "", cur, run);
+			if (w < 0 || (size_t)w >= cap - ol || ol + (size_t)w > PIECES_META_MAX) {
+				out[0] = 0;
+				return;
+			}
+			ol += (size_t)w;
+		}
+		cur = sess;
+		run = 1;
+	}
+}
+
+/* The committed list that phipieces describes for an object of size bytes. */
+static int pieces_parse(const char *m, uint64_t size, struct phi_az_block **ret, size_t *ret_n)
+{
+	uint64_t n = npieces(size), k = 0;
+	if (!n || n > MAX_PIECES)
+		return -EBADMSG;
+	_cleanup_free_ struct phi_az_block *v = calloc((size_t)n, sizeof *v);
+	if (!v)
+		return -ENOMEM;
+	for (const char *c = m; *c;) {
+		char *end;
+		if (strspn(c, "0123456789abcdef") != 8 || c[8] != '-')
+			return -EBADMSG;
+		uint32_t sess = (uint32_t)strtoul(c, NULL, 16);
+		errno = 0;
+		unsigned long long cnt = strtoull(c + 9, &end, 10);
+		if (errno || end == c + 9 || !cnt || cnt > n - k || (*end && *end != '.'))
+			return -EBADMSG;
+		for (; cnt; cnt--, k++) {
+			id_of(sess, k, v[k].id, sizeof v[k].id);
+			v[k].size = piece_len(size, k);
+		}
+		c = *end ? end + 1 : end;
+	}
+	if (k != n)
+		return -EBADMSG;
+	*ret = TAKE_PTR(v);
+	*ret_n = (size_t)n;
+	return 0;
 }
 
 static int ranged_get(struct phi_store_obj *o, void *buf, uint64_t off, size_t len, size_t *ret_n)
@@ -1698,35 +1905,47 @@ static int ranged_get(struct phi_store_obj *o, void *buf, uint64_t off, size_t l
 	return 0;
 }
 
-static int staged_set(struct phi_store_obj *o, uint64_t i, bool v)
+/* Staged pieces: uncommitted blocks under our ids, with the length each was staged with
+ * (0: not staged). A staged piece always has its current length: pieces past a shrinking
+ * truncate are unstaged, and the last piece is re-staged or committed before it grows. */
+static int staged_set(struct phi_store_obj *o, uint64_t p, uint32_t len)
 {
-	if (i >= o->staged_cap) {
-		if (!v)
+	if (p >= o->staged_cap) {
+		if (!len)
 			return 0;
 		size_t nc = o->staged_cap ? o->staged_cap : 64;
-		while (nc <= i)
+		while (nc <= p)
 			nc *= 2;
-		uint8_t *p = realloc(o->staged, nc);
-		if (!p)
+		uint32_t *v = realloc(o->staged, nc * sizeof *v);
+		if (!v)
 			return -ENOMEM;
-		memset(p + o->staged_cap, 0, nc - o->staged_cap);
-		o->staged = p;
+		memset(v + o->staged_cap, 0, (nc - o->staged_cap) * sizeof *v);
+		o->staged = v;
 		o->staged_cap = nc;
 	}
-	o->staged[i] = v;
+	o->staged[p] = len;
 	return 0;
 }
 
-static bool staged_get(const struct phi_store_obj *o, uint64_t i)
+static uint32_t staged_len(const struct phi_store_obj *o, uint64_t p)
 {
-	return i < o->staged_cap && o->staged[i];
+	return p < o->staged_cap ? o->staged[p] : 0;
 }
 
-/* Put Block of block i under our id; touches no object state (runs in xfer threads). */
-static int put_block_req(struct phi_store_obj *o, uint64_t i, const void *data, size_t len)
+/* whether any piece in [p0, p1) is staged */
+static bool staged_any(const struct phi_store_obj *o, uint64_t p0, uint64_t p1)
+{
+	for (uint64_t p = p0; p < p1 && p < o->staged_cap; p++)
+		if (o->staged[p])
+			return true;
+	return false;
+}
+
+/* Put Block of piece p under our id; touches no object state (runs in xfer threads). */
+static int put_block_req(struct phi_store_obj *o, uint64_t p, const void *data, size_t len)
 {
 	char id[64];
-	block_id(o, i, id, sizeof id);
+	block_id(o, p, id, sizeof id);
 	struct req q;
 	int r = req_init(o->s, &q, "PUT", o->name);
 	r = r < 0 ? r : req_query(&q, "comp", "block");
@@ -1739,80 +1958,219 @@ static int put_block_req(struct phi_store_obj *o, uint64_t i, const void *data, 
 	return r < 0 ? r : status_errno(&q);
 }
 
-static int put_block_done(struct phi_store_obj *o, uint64_t i, int r)
+static int put_block_done(struct phi_store_obj *o, uint64_t p, size_t len, int r)
 {
 	if (r == -ENOENT && o->unlinked)
 		return 0;
 	if (r < 0)
 		return r == -ENOENT ? -EIO : r;
-	return staged_set(o, i, true);
+	return staged_set(o, p, (uint32_t)len);
 }
 
-static int put_block(struct phi_store_obj *o, uint64_t i, const void *data, size_t len)
+/* Get Block List (committed) of the version our ETag names; -ESTALE if it changed. */
+static int fetch_blocklist(struct phi_store_obj *o, struct phi_az_block **ret, size_t *ret_n)
 {
-	return put_block_done(o, i, put_block_req(o, i, data, len));
+	struct req q;
+	int r = req_init(o->s, &q, "GET", o->name);
+	r = r < 0 ? r : req_query(&q, "comp", "blocklist");
+	r = r < 0 ? r : req_query(&q, "blocklisttype", "committed");
+	if (r < 0)
+		return r;
+	_cleanup_buf_ struct phi_buf body;
+	phi_buf_init(&body, LIST_MAX);
+	q.grow = &body;
+	r = perform(o->s, &q);
+	if (r < 0)
+		return r;
+	r = status_errno(&q);
+	if (r < 0)
+		return r;
+	if (strcmp(q.etag, o->etag) != 0)
+		return -ESTALE;
+	r = phi_az_parse_blocklist((const char *)body.p, body.len, ret, ret_n);
+	return r < 0 ? -EIO : 0;
 }
 
-/* Block transfers of one object run a few at once, one thread each: every request costs
- * a round trip, so several in flight keep the service busy. The caller holds o->lock;
- * the threads only read the object's name, ETag and session. */
+static void set_committed(struct phi_store_obj *o, struct phi_az_block *v, size_t n)
+{
+	free(o->committed);
+	o->committed = v;
+	o->ncommitted = n;
+	o->committed_known = true;
+	o->committed_from_meta = false;
+}
+
+static int fetch_committed(struct phi_store_obj *o)
+{
+	struct phi_az_block *v = NULL;
+	size_t n = 0;
+	int r = fetch_blocklist(o, &v, &n);
+	if (r < 0)
+		return r;
+	set_committed(o, v, n);
+	return 0;
+}
+
+/* The committed list, if this open can know it without a request: from the phipieces
+ * metadata of the version it opened. */
+static bool committed_quick(struct phi_store_obj *o)
+{
+	if (o->committed_known)
+		return true;
+	if (!o->pieces[0])
+		return false;
+	struct phi_az_block *v = NULL;
+	size_t n = 0;
+	int r = pieces_parse(o->pieces, o->csize, &v, &n);
+	o->pieces[0] = 0;
+	if (r < 0)
+		return false;
+	set_committed(o, v, n);
+	o->committed_from_meta = true;
+	return true;
+}
+
+/* Transfers of one object run a few at once (XFER_PAR threads taking the next task): every
+ * request costs a round trip, so several in flight keep the service busy. The caller holds
+ * o->lock; the threads only read the object's name, ETag and session. */
+enum xkind {
+	X_GET,  /* ranged GET of [off, off + len) into buf */
+	X_PUT,  /* Put Block of piece from buf, len bytes */
+	X_COPY, /* piece rebuilt: its committed bytes [off, off + have), zeros to len, staged */
+	X_LIST, /* the committed block list */
+};
+
 struct xfer {
 	struct phi_store_obj *o;
-	struct slot *sl;
-	uint64_t idx;
-	size_t len;
-	bool put; /* Put Block, else ranged GET */
+	enum xkind kind;
+	uint8_t *buf;
+	uint64_t off, piece;
+	size_t len, have;
+	struct slot *sl; /* X_PUT from a slot: its sub-unit bit */
+	unsigned bit;
+	struct phi_az_block *list; /* X_LIST result */
+	size_t nlist;
 	int r;
 };
 
-static void *xfer_run(void *arg)
+struct xpool {
+	struct xfer *x;
+	size_t n, next;
+	pthread_mutex_t lock;
+};
+
+static void xfer_one(struct xfer *x, uint8_t **tmp)
 {
-	struct xfer *x = arg;
-	if (x->put) {
-		x->r = put_block_req(x->o, x->idx, x->sl->buf, x->len);
-	} else {
-		size_t got = 0;
-		x->r = x->len ? ranged_get(x->o, x->sl->buf, x->idx * BLOCK, x->len, &got) : 0;
+	size_t got = 0;
+	switch (x->kind) {
+	case X_GET:
+		x->r = ranged_get(x->o, x->buf, x->off, x->len, &got);
 		if (x->r >= 0 && got != x->len)
 			x->r = -EIO;
+		break;
+	case X_PUT:
+		x->r = put_block_req(x->o, x->piece, x->buf, x->len);
+		break;
+	case X_COPY:
+		if (!*tmp && !(*tmp = malloc(BLOCK))) {
+			x->r = -ENOMEM;
+			break;
+		}
+		x->r = x->have ? ranged_get(x->o, *tmp, x->off, x->have, &got) : 0;
+		if (x->r >= 0 && got != x->have)
+			x->r = -EIO;
+		if (x->r >= 0) {
+			memset(*tmp + x->have, 0, x->len - x->have);
+			x->r = put_block_req(x->o, x->piece, *tmp, x->len);
+		}
+		break;
+	case X_LIST:
+		x->r = fetch_blocklist(x->o, &x->list, &x->nlist);
+		break;
 	}
+}
+
+static void *xpool_run(void *arg)
+{
+	struct xpool *p = arg;
+	uint8_t *tmp = NULL; /* committed ciphertext only */
+	for (;;) {
+		pthread_mutex_lock(&p->lock);
+		size_t k = p->next++;
+		pthread_mutex_unlock(&p->lock);
+		if (k >= p->n)
+			break;
+		xfer_one(&p->x[k], &tmp);
+	}
+	free(tmp);
 	return NULL;
 }
 
 static void xfer_all(struct xfer *x, size_t n)
 {
-	pthread_t t[OBJ_SLOTS];
-	bool started[OBJ_SLOTS] = { false };
-	for (size_t k = 1; k < n; k++)
-		started[k] = pthread_create(&t[k], NULL, xfer_run, &x[k]) == 0;
-	(void)xfer_run(&x[0]);
-	for (size_t k = 1; k < n; k++) {
-		if (started[k])
-			(void)pthread_join(t[k], NULL);
-		else
-			(void)xfer_run(&x[k]);
-	}
+	struct xpool p = { .x = x, .n = n };
+	pthread_mutex_init(&p.lock, NULL);
+	pthread_t t[XFER_PAR];
+	size_t nt = 0;
+	for (size_t k = 1; k < n && k < XFER_PAR; k++)
+		if (pthread_create(&t[nt], NULL, xpool_run, &p) == 0)
+			nt++;
+	(void)xpool_run(&p); /* the caller takes tasks too; alone if no thread started */
+	for (size_t k = 0; k < nt; k++)
+		(void)pthread_join(t[k], NULL);
+	pthread_mutex_destroy(&p.lock);
 }
 
-/* Stage every dirty cached block at once, except keep (the block being written). */
-static int stage_dirty(struct phi_store_obj *o, const struct slot *keep)
+/* Adopt an X_LIST result: best effort, a failure leaves the list unknown (commit fetches it
+ * again and handles the error). */
+static void xfer_list_done(struct phi_store_obj *o, struct xfer *x)
 {
-	struct xfer x[OBJ_SLOTS];
+	if (x->r >= 0 && !o->committed_known) {
+		set_committed(o, x->list, x->nlist);
+		x->list = NULL;
+	}
+	free(x->list);
+	x->list = NULL;
+}
+
+/* Stage every dirty piece of the cached slots, except keep's (the slot being written);
+ * with_list: fetch the committed block list at the same time if it is not known. */
+static int stage_dirty(struct phi_store_obj *o, const struct slot *keep, bool with_list)
+{
+	struct xfer x[OBJ_SLOTS * SUBS + 1];
 	size_t n = 0;
 	for (size_t k = 0; k < OBJ_SLOTS; k++) {
 		struct slot *sl = &o->slots[k];
-		if (sl->used && sl->dirty && sl != keep)
-			x[n++] = (struct xfer){ .o = o, .sl = sl, .idx = sl->idx, .put = true,
-						.len = (size_t)block_len(o->size, sl->idx) };
+		if (!sl->used || sl == keep)
+			continue;
+		uint64_t base = sl->idx * BLOCK, p0 = piece_of(base);
+		for (unsigned u = 0; u < slot_subs(sl->idx); u++) {
+			if (!(sl->dirty & (1u << u)))
+				continue;
+			uint64_t p = p0 + u, len = piece_len(o->size, p);
+			if (!len) { /* past the end: nothing to stage */
+				sl->dirty &= ~(1u << u);
+				continue;
+			}
+			x[n++] = (struct xfer){ .o = o, .kind = X_PUT, .piece = p, .len = (size_t)len,
+						.buf = sl->buf + (piece_start(p) - base), .sl = sl,
+						.bit = 1u << u };
+		}
 	}
+	if (with_list && !committed_quick(o))
+		x[n++] = (struct xfer){ .o = o, .kind = X_LIST };
 	if (!n)
 		return 0;
 	xfer_all(x, n);
 	int r = 0;
 	for (size_t k = 0; k < n; k++) {
-		int rk = put_block_done(o, x[k].idx, x[k].r);
+		if (x[k].kind == X_LIST) {
+			xfer_list_done(o, &x[k]);
+			continue;
+		}
+		int rk = put_block_done(o, x[k].piece, x[k].len, x[k].r);
 		if (rk >= 0)
-			x[k].sl->dirty = false;
+			x[k].sl->dirty &= ~x[k].bit;
 		else if (r >= 0)
 			r = rk;
 	}
@@ -1820,32 +2178,6 @@ static int stage_dirty(struct phi_store_obj *o, const struct slot *keep)
 }
 
 static int commit(struct phi_store_obj *o);
-
-/* Load block i into a slot from the committed blob (bytes below min(csize, low)) and zeros. */
-static int load_block(struct phi_store_obj *o, uint64_t i, uint8_t *buf)
-{
-	uint64_t start = i * BLOCK;
-	uint64_t valid = o->csize < o->low ? o->csize : o->low;
-	size_t want = (size_t)block_len(valid, i);
-	size_t got = 0;
-	memset(buf, 0, BLOCK);
-	if (staged_get(o, i)) {
-		/* staged but not committed, and no longer cached: commit makes it readable */
-		int r = commit(o);
-		if (r < 0)
-			return r;
-		valid = o->csize;
-		want = (size_t)block_len(valid, i);
-	}
-	if (want) {
-		int r = ranged_get(o, buf, start, want, &got);
-		if (r < 0)
-			return r;
-		if (got != want)
-			return -EIO;
-	}
-	return 0;
-}
 
 static struct slot *slot_find(struct phi_store_obj *o, uint64_t i)
 {
@@ -1857,8 +2189,8 @@ static struct slot *slot_find(struct phi_store_obj *o, uint64_t i)
 	return NULL;
 }
 
-/* A slot for block i, loaded unless fill is false (the caller overwrites it whole). */
-static int slot_get(struct phi_store_obj *o, uint64_t i, bool fill, struct slot **ret)
+/* A slot for block i, holding nothing yet if it was not cached (see slot_fill). */
+static int slot_get(struct phi_store_obj *o, uint64_t i, struct slot **ret)
 {
 	struct slot *sl = slot_find(o, i);
 	if (sl) {
@@ -1890,7 +2222,7 @@ static int slot_get(struct phi_store_obj *o, uint64_t i, bool fill, struct slot 
 			if (o->slots[k].tick > newest->tick)
 				newest = &o->slots[k];
 		}
-		int r = stage_dirty(o, newest);
+		int r = stage_dirty(o, newest, false);
 		if (r < 0)
 			return r;
 	}
@@ -1899,48 +2231,82 @@ static int slot_get(struct phi_store_obj *o, uint64_t i, bool fill, struct slot 
 		if (!victim->buf)
 			return -ENOMEM;
 	}
-	victim->used = false;
-	if (fill) {
-		int r = load_block(o, i, victim->buf);
-		if (r < 0)
-			return r;
-	} else {
-		memset(victim->buf, 0, BLOCK);
-	}
 	*victim = (struct slot){ .idx = i, .buf = victim->buf, .used = true, .tick = ++o->tick };
 	*ret = victim;
 	return 0;
 }
 
-static int fetch_committed(struct phi_store_obj *o)
+/* Make the sub-units in mask of slot sl hold the object's bytes: the committed bytes below
+ * min(csize, low), fetched with one ranged GET per run of adjacent sub-units, and zeros
+ * above. A staged piece cannot be read back before it is committed, so that commits first.
+ * with_list (a write that will be committed): fetch the committed block list alongside. */
+static int slot_fill(struct phi_store_obj *o, struct slot *sl, unsigned mask, bool with_list)
 {
-	struct req q;
-	int r = req_init(o->s, &q, "GET", o->name);
-	r = r < 0 ? r : req_query(&q, "comp", "blocklist");
-	r = r < 0 ? r : req_query(&q, "blocklisttype", "committed");
-	if (r < 0)
-		return r;
-	_cleanup_buf_ struct phi_buf body;
-	phi_buf_init(&body, LIST_MAX);
-	q.grow = &body;
-	r = perform(o->s, &q);
-	if (r < 0)
-		return r;
-	r = status_errno(&q);
-	if (r < 0)
-		return r;
-	if (strcmp(q.etag, o->etag) != 0)
-		return -ESTALE;
-	struct phi_az_block *v = NULL;
+	uint64_t i = sl->idx, base = i * BLOCK, ss = sub_size(i), p0 = piece_of(base);
+	unsigned nsub = slot_subs(i);
+	mask &= all_subs(i) & ~sl->present;
+	if (!mask)
+		return 0;
+	for (unsigned u = 0; u < nsub; u++)
+		if ((mask & (1u << u)) && staged_len(o, p0 + u)) {
+			int r = commit(o);
+			if (r < 0)
+				return r;
+			break;
+		}
+	uint64_t valid = valid_end(o);
+	struct xfer x[SUBS + 1];
 	size_t n = 0;
-	r = phi_az_parse_blocklist((const char *)body.p, body.len, &v, &n);
+	for (unsigned u = 0; u < nsub;) {
+		if (!(mask & (1u << u))) {
+			u++;
+			continue;
+		}
+		unsigned e = u;
+		while (e + 1 < nsub && (mask & (1u << (e + 1))))
+			e++;
+		uint64_t a = base + u * ss, b = base + (e + 1) * ss;
+		memset(sl->buf + u * ss, 0, (size_t)((e + 1 - u) * ss));
+		if (a < valid)
+			x[n++] = (struct xfer){ .o = o, .kind = X_GET, .buf = sl->buf + u * ss, .off = a,
+						.len = (size_t)((b < valid ? b : valid) - a) };
+		u = e + 1;
+	}
+	if (with_list && n && o->writable && !committed_quick(o))
+		x[n++] = (struct xfer){ .o = o, .kind = X_LIST };
+	if (n)
+		xfer_all(x, n);
+	int r = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (x[k].kind == X_LIST)
+			xfer_list_done(o, &x[k]);
+		else if (x[k].r < 0 && r >= 0)
+			r = x[k].r;
+	}
 	if (r < 0)
-		return -EIO;
-	free(o->committed);
-	o->committed = v;
-	o->ncommitted = n;
-	o->committed_known = true;
+		return r;
+	sl->present |= mask;
 	return 0;
+}
+
+/* The object is about to grow: a staged partial last piece would be committed short.
+ * Re-stage it from the cache at the next commit, or commit it now if it is not cached. */
+static int grow_prep(struct phi_store_obj *o)
+{
+	if (!o->size)
+		return 0;
+	uint64_t p = piece_of(o->size - 1);
+	if (!staged_len(o, p) || o->size == piece_end(p))
+		return 0;
+	uint64_t i = piece_start(p) / BLOCK;
+	unsigned bit = 1u << (p - piece_of(i * BLOCK));
+	struct slot *sl = slot_find(o, i);
+	if (sl && (sl->present & bit)) {
+		(void)staged_set(o, p, 0);
+		sl->dirty |= bit;
+		return 0;
+	}
+	return commit(o);
 }
 
 /* After a failed If-Match: adopt a metadata-only change (same content generation). */
@@ -1962,102 +2328,138 @@ static int adopt_meta(struct phi_store_obj *o)
 	return 0;
 }
 
+/* Put Blob of an object of at most one piece. */
+static int commit_small(struct phi_store_obj *o, const struct meta *m, char *etag, size_t esize)
+{
+	struct slot *sl = NULL;
+	for (size_t k = 0; k < OBJ_SLOTS && !sl; k++)
+		if (o->slots[k].used && o->slots[k].idx == 0 && (o->slots[k].present & 1))
+			sl = &o->slots[k];
+	const uint8_t *data = sl ? sl->buf : NULL;
+	_cleanup_free_ uint8_t *tmp = NULL;
+	if (!sl && o->size) {
+		/* not cached (a truncate without writes): its committed bytes and zeros */
+		uint64_t valid = valid_end(o), want = valid < o->size ? valid : o->size;
+		size_t got = 0;
+		tmp = calloc(1, (size_t)o->size);
+		if (!tmp)
+			return -ENOMEM;
+		int r = want ? ranged_get(o, tmp, 0, (size_t)want, &got) : 0;
+		if (r < 0)
+			return r;
+		if (got != want)
+			return -EIO;
+		data = tmp;
+	}
+	int r = put_blob(o->s, o->name, data, (size_t)o->size, m, o->etag, etag, esize);
+	if (r < 0)
+		return r;
+	if (sl)
+		sl->dirty = 0;
+	set_committed(o, NULL, 0); /* Put Blob leaves no committed block list */
+	return 0;
+}
+
 static int commit_once(struct phi_store_obj *o)
 {
 	struct az_store *s = o->s;
-	uint64_t nb = nblocks(o->size);
+	uint64_t np = npieces(o->size);
 	struct meta m = o->meta;
 	m.gen = rnd64();
 	if (!o->meta_fresh_after_write)
 		m.mtime = m.ctime = o->wtime;
 	char etag[96];
 
-	bool any_staged = false;
-	for (uint64_t i = 0; i < nb; i++)
-		any_staged |= staged_get(o, i);
-	if (nb <= 1 && !any_staged) {
-		/* a small object: one Put Blob of its content */
-		struct slot *sl = NULL;
-		int r = nb ? slot_get(o, 0, true, &sl) : 0;
+	if (o->size <= PIECE && !staged_any(o, 0, o->staged_cap)) {
+		int r = commit_small(o, &m, etag, sizeof etag);
 		if (r < 0)
 			return r;
-		r = put_blob(s, o->name, sl ? sl->buf : NULL, (size_t)o->size, &m, o->etag, etag,
-			     sizeof etag);
-		if (r < 0)
-			return r;
-		if (sl)
-			sl->dirty = false;
-		free(o->committed);
-		o->committed = NULL;
-		o->ncommitted = 0;
-		o->committed_known = true; /* Put Blob leaves no committed block list */
 	} else {
+		/* the dirty pieces, with the committed block list if not known, all at once */
+		int r = stage_dirty(o, NULL, true);
+		if (r < 0)
+			return r;
 		if (!o->committed_known) {
-			int r = fetch_committed(o);
+			r = fetch_committed(o);
 			if (r < 0)
 				return r;
 		}
-		int rs = stage_dirty(o, NULL);
-		if (rs < 0)
-			return rs;
-		/* which committed blocks still hold block i's bytes, unchanged */
-		uint64_t valid = o->csize < o->low ? o->csize : o->low;
-		_cleanup_free_ char *xml = NULL;
-		size_t xcap = 64 + nb * 96, xl = 0;
-		xml = malloc(xcap);
+		/* The new block list, piece by piece: a staged piece by our id; else a committed
+		 * block that starts here, ends on the grid (or ends the object), holds bytes that
+		 * are still valid and overlaps no staged piece, by its id; else the piece is
+		 * rebuilt (cached bytes, or its committed bytes and zeros) and staged. */
+		uint64_t valid = valid_end(o);
+		_cleanup_free_ struct phi_az_block *nl = calloc(np ? np : 1, sizeof *nl);
+		_cleanup_free_ struct xfer *x = calloc(np ? np : 1, sizeof *x);
+		if (!nl || !x)
+			return -ENOMEM;
+		size_t nn = 0, nx = 0, ci = 0;
+		uint64_t coff = 0;
+		for (uint64_t pos = 0; pos < o->size;) {
+			uint64_t p = piece_of(pos), len = piece_len(o->size, p);
+			uint32_t sl_len = staged_len(o, p);
+			if (sl_len) {
+				if (sl_len != len)
+					return -EIO; /* cannot happen: staged_set's invariant */
+				block_id(o, p, nl[nn].id, sizeof nl[nn].id);
+				nl[nn++].size = len;
+				pos += len;
+				continue;
+			}
+			while (ci < o->ncommitted && coff < pos)
+				coff += o->committed[ci++].size;
+			if (ci < o->ncommitted && coff == pos && o->committed[ci].size) {
+				uint64_t b = pos + o->committed[ci].size;
+				bool ok = b <= valid && b <= o->size &&
+					  (b == o->size || b == piece_start(piece_of(b))) &&
+					  !staged_any(o, p, piece_of(b - 1) + 1);
+				if (ok) {
+					nl[nn++] = o->committed[ci];
+					pos = b;
+					continue;
+				}
+			}
+			uint64_t i = pos / BLOCK;
+			unsigned bit = 1u << (p - piece_of(i * BLOCK));
+			struct slot *sl = NULL;
+			for (size_t k = 0; k < OBJ_SLOTS && !sl; k++)
+				if (o->slots[k].used && o->slots[k].idx == i && (o->slots[k].present & bit))
+					sl = &o->slots[k];
+			if (sl)
+				x[nx++] = (struct xfer){ .o = o, .kind = X_PUT, .piece = p, .len = (size_t)len,
+							 .buf = sl->buf + (pos - i * BLOCK) };
+			else
+				x[nx++] = (struct xfer){ .o = o, .kind = X_COPY, .piece = p, .off = pos,
+							 .len = (size_t)len,
+							 .have = (size_t)(valid <= pos ? 0 : valid - pos < len ? valid - pos : len) };
+			block_id(o, p, nl[nn].id, sizeof nl[nn].id);
+			nl[nn++].size = len;
+			pos += len;
+		}
+		if (nx) {
+			xfer_all(x, nx);
+			for (size_t k = 0; k < nx; k++) {
+				int rk = put_block_done(o, x[k].piece, x[k].len, x[k].r);
+				if (rk < 0)
+					return rk;
+			}
+		}
+		size_t xcap = 64 + nn * (sizeof nl[0].id + 24), xl;
+		_cleanup_free_ char *xml = malloc(xcap);
 		if (!xml)
 			return -ENOMEM;
 		xl = (size_t)snprintf(xml, xcap, "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
-		_cleanup_free_ struct phi_az_block *nl = calloc(nb ? nb : 1, sizeof *nl);
-		if (!nl)
-			return -ENOMEM;
-		uint64_t coff = 0;
-		size_t ci = 0;
-		for (uint64_t i = 0; i < nb; i++) {
-			uint64_t len = block_len(o->size, i);
-			struct slot *sl = slot_find(o, i);
-			char id[64];
-			bool have = false;
-			if (sl && sl->dirty) {
-				int r = put_block(o, i, sl->buf, (size_t)len);
-				if (r < 0)
-					return r;
-				sl->dirty = false;
-			}
-			if (staged_get(o, i)) {
-				block_id(o, i, id, sizeof id);
-				have = true;
-			} else {
-				/* the committed block at this offset, if it is whole and unchanged */
-				while (ci < o->ncommitted && coff < i * BLOCK)
-					coff += o->committed[ci++].size;
-				if (ci < o->ncommitted && coff == i * BLOCK &&
-				    o->committed[ci].size == len && i * BLOCK + len <= valid) {
-					(void)snprintf(id, sizeof id, "%s", o->committed[ci].id);
-					have = true;
-				}
-			}
-			if (!have) {
-				/* rebuild it from the committed bytes and zeros, and stage it */
-				struct slot *ts = NULL;
-				int r = slot_get(o, i, true, &ts);
-				if (r < 0)
-					return r;
-				r = put_block(o, i, ts->buf, (size_t)len);
-				if (r < 0)
-					return r;
-				ts->dirty = false;
-				block_id(o, i, id, sizeof id);
-			}
-			(void)snprintf(nl[i].id, sizeof nl[i].id, "%s", id);
-			nl[i].size = len;
-			xl += (size_t)snprintf(xml + xl, xcap - xl, "<Latest>%s</Latest>", id);
-		}
+		for (size_t k = 0; k < nn; k++)
+			xl += (size_t)snprintf(xml + xl, xcap - xl, "<Latest>%s</Latest>", nl[k].id);
 		xl += (size_t)snprintf(xml + xl, xcap - xl, "</BlockList>");
+		char pm[PIECES_META_MAX + 1];
+		pieces_meta(nl, nn, o->size, pm, sizeof pm);
 		struct req q;
-		int r = req_init(s, &q, "PUT", o->name);
+		r = req_init(s, &q, "PUT", o->name);
 		r = r < 0 ? r : req_query(&q, "comp", "blocklist");
 		r = r < 0 ? r : meta_hdrs(&q, &m);
+		if (r >= 0 && pm[0])
+			r = req_hdr(&q, "x-ms-meta-phipieces", "%s", pm);
 		r = r < 0 ? r : req_hdr(&q, "if-match", "%s", o->etag);
 		if (r < 0)
 			return r;
@@ -2066,21 +2468,24 @@ static int commit_once(struct phi_store_obj *o)
 		r = perform(s, &q);
 		if (r < 0)
 			return r;
+		if (q.status == 400 && o->committed_from_meta) {
+			/* a list from phipieces that the service does not have (the blob's blocks
+			 * changed under metadata that stayed): ask it, and try again */
+			o->committed_known = o->committed_from_meta = false;
+			return -EAGAIN;
+		}
 		r = status_errno(&q);
 		if (r < 0)
 			return r;
 		(void)snprintf(etag, sizeof etag, "%s", q.etag);
-		free(o->committed);
-		o->committed = TAKE_PTR(nl);
-		o->ncommitted = nb;
-		o->committed_known = true;
+		set_committed(o, TAKE_PTR(nl), nn);
 	}
 	(void)snprintf(o->etag, sizeof o->etag, "%s", etag);
 	o->meta = m;
 	o->csize = o->low = o->size;
 	o->dirty = false;
 	if (o->staged) /* memset(NULL, 0, 0) is undefined */
-		memset(o->staged, 0, o->staged_cap);
+		memset(o->staged, 0, o->staged_cap * sizeof *o->staged);
 	o->session = rnd32(); /* fresh block ids: no staged leftovers can be mistaken for ours */
 	return 0;
 }
@@ -2092,6 +2497,8 @@ static int commit(struct phi_store_obj *o)
 		return 0;
 	for (int tries = 0; tries < 4; tries++) {
 		int r = commit_once(o);
+		if (r == -EAGAIN)
+			continue;
 		if (r != -ESTALE)
 			return r == -ENOENT && o->unlinked ? 0 : r == -ENOENT ? -EIO : r;
 		/* our ETag is stale: a metadata-only change is adopted, anything else is a conflict */
@@ -2104,6 +2511,7 @@ static int commit(struct phi_store_obj *o)
 		if (r < 0)
 			return r;
 		o->committed_known = false;
+		o->pieces[0] = 0;
 	}
 	return -EIO;
 }
@@ -2137,6 +2545,50 @@ static int obj_new(struct az_store *s, const char *blob, bool writable, const st
 	return 0;
 }
 
+/* What an open needs of a blob, in one request: Get Blob of its first OPEN_READ bytes
+ * brings the properties, the metadata and those bytes (the file header every open reads
+ * next). An empty blob has no range to read: its properties come from a HEAD. */
+struct opened {
+	struct meta m;
+	uint64_t size;
+	char etag[96];
+	char pieces[PIECES_META_MAX + 1];
+	uint8_t head[OPEN_READ];
+	size_t head_len;
+};
+
+static int open_get(struct az_store *s, const char *blob, struct opened *ret)
+{
+	struct req q;
+	int r = req_init(s, &q, "GET", blob);
+	r = r < 0 ? r : req_hdr(&q, "x-ms-range", "bytes=0-%u", OPEN_READ - 1);
+	if (r < 0)
+		return r;
+	q.buf = ret->head;
+	q.cap = sizeof ret->head;
+	r = perform(s, &q);
+	if (r < 0)
+		return r;
+	if (q.status == 416) {
+		ret->head_len = 0;
+		ret->pieces[0] = 0;
+		return head_blob(s, blob, &ret->m, &ret->size, ret->etag, sizeof ret->etag);
+	}
+	r = status_errno(&q);
+	if (r < 0)
+		return r;
+	if (q.overflow || !q.have_range || q.got > q.range_total ||
+	    q.got != (q.range_total < OPEN_READ ? q.range_total : OPEN_READ))
+		return -EIO;
+	meta_fixup(&q, blob);
+	ret->m = q.meta;
+	ret->size = q.range_total;
+	(void)snprintf(ret->etag, sizeof ret->etag, "%s", q.etag);
+	(void)snprintf(ret->pieces, sizeof ret->pieces, "%s", q.pieces);
+	ret->head_len = q.got;
+	return 0;
+}
+
 static int az_open(struct phi_store *ps, const char *path, int flags, uint32_t mode,
 		   struct phi_store_obj **ret)
 {
@@ -2151,11 +2603,11 @@ static int az_open(struct phi_store *ps, const char *path, int flags, uint32_t m
 	r = blob_name(s, path, blob, sizeof blob);
 	if (r < 0)
 		return r;
-	struct meta m;
-	uint64_t size;
-	char etag[96];
+	_cleanup_free_ struct opened *op = calloc(1, sizeof *op);
+	if (!op)
+		return -ENOMEM;
 	for (int tries = 0;; tries++) {
-		r = head_blob(s, blob, &m, &size, etag, sizeof etag);
+		r = open_get(s, blob, op);
 		if (r == 0 && (flags & O_CREAT) && (flags & O_EXCL))
 			return -EEXIST;
 		if (r != -ENOENT || !(flags & O_CREAT) || tries > 2)
@@ -2163,10 +2615,11 @@ static int az_open(struct phi_store *ps, const char *path, int flags, uint32_t m
 		r = parent_check(s, path);
 		if (r < 0)
 			return r;
-		m = meta_new(S_IFREG | (mode & 07777), (uint32_t)-1, (uint32_t)-1);
-		r = put_blob(s, blob, NULL, 0, &m, "*", etag, sizeof etag);
+		op->m = meta_new(S_IFREG | (mode & 07777), (uint32_t)-1, (uint32_t)-1);
+		r = put_blob(s, blob, NULL, 0, &op->m, "*", op->etag, sizeof op->etag);
 		if (r == 0) {
-			size = 0;
+			op->size = op->head_len = 0;
+			op->pieces[0] = 0;
 			break;
 		}
 		if (r != -EEXIST)
@@ -2180,18 +2633,22 @@ static int az_open(struct phi_store *ps, const char *path, int flags, uint32_t m
 	}
 	if (r < 0)
 		return r;
-	if (S_ISDIR(m.mode))
+	if (S_ISDIR(op->m.mode))
 		return -EISDIR;
-	if (S_ISLNK(m.mode))
+	if (S_ISLNK(op->m.mode))
 		return -ELOOP;
-	if (!S_ISREG(m.mode))
+	if (!S_ISREG(op->m.mode))
 		return -EINVAL;
 	struct phi_store_obj *o;
-	r = obj_new(s, blob, acc != O_RDONLY, &m, size, etag, &o);
+	r = obj_new(s, blob, acc != O_RDONLY, &op->m, op->size, op->etag, &o);
 	if (r < 0)
 		return r;
-	if (flags & O_TRUNC && acc != O_RDONLY && size) {
+	memcpy(o->pieces, op->pieces, sizeof o->pieces);
+	memcpy(o->head, op->head, op->head_len);
+	o->head_len = op->head_len;
+	if (flags & O_TRUNC && acc != O_RDONLY && op->size) {
 		o->size = o->low = 0;
+		o->head_len = 0;
 		o->dirty = true;
 		o->wtime = now_real();
 	}
@@ -2232,7 +2689,8 @@ static int az_create(struct phi_store *ps, const char *path, uint32_t mode, uint
 		if (b) {
 			memset(b + len, 0, BLOCK - len);
 			memcpy(b, init, len);
-			o->slots[0] = (struct slot){ .idx = 0, .buf = b, .used = true, .tick = ++o->tick };
+			o->slots[0] = (struct slot){ .idx = 0, .buf = b, .used = true,
+						     .present = (uint8_t)all_subs(0), .tick = ++o->tick };
 		}
 	}
 	*ret = o;
@@ -2240,42 +2698,58 @@ static int az_create(struct phi_store *ps, const char *path, uint32_t mode, uint
 }
 
 /* Sequential reads: load block i and the next ones into clean slots at once. Best effort:
- * a block that fails here is loaded (and its error reported) by slot_get. */
+ * a block that fails here is loaded (and its error reported) by slot_fill. */
 static void prefetch(struct phi_store_obj *o, uint64_t i)
 {
-	struct xfer x[OBJ_SLOTS];
+	struct slot *v[OBJ_SLOTS];
+	uint64_t idx[OBJ_SLOTS];
 	size_t n = 0;
-	uint64_t valid = o->csize < o->low ? o->csize : o->low;
 	for (uint64_t j = i; n < OBJ_SLOTS - 1 && j * BLOCK < o->size; j++) {
-		if (slot_find(o, j) || staged_get(o, j))
+		uint64_t p0 = piece_of(j * BLOCK);
+		if (slot_find(o, j) || staged_any(o, p0, p0 + slot_subs(j)))
 			break;
 		/* the least recently used slot that is free or clean and not taken yet */
-		struct slot *v = NULL;
+		struct slot *best = NULL;
 		for (size_t k = 0; k < OBJ_SLOTS; k++) {
 			struct slot *c = &o->slots[k];
 			bool taken = false;
 			for (size_t m = 0; m < n; m++)
-				taken |= x[m].sl == c;
+				taken |= v[m] == c;
 			if (taken || (c->used && c->dirty))
 				continue;
-			if (!v || !c->used || (v->used && c->tick < v->tick))
-				v = c;
+			if (!best || !c->used || (best->used && c->tick < best->tick))
+				best = c;
 		}
-		if (!v)
+		if (!best)
 			break;
-		if (!v->buf && !(v->buf = malloc(BLOCK)))
+		if (!best->buf && !(best->buf = malloc(BLOCK)))
 			break;
-		v->used = false;
-		memset(v->buf, 0, BLOCK);
-		x[n++] = (struct xfer){ .o = o, .sl = v, .idx = j, .len = (size_t)block_len(valid, j) };
+		best->used = false;
+		memset(best->buf, 0, BLOCK);
+		v[n] = best;
+		idx[n++] = j;
 	}
 	if (n < 2)
-		return; /* nothing to overlap: slot_get does it */
-	xfer_all(x, n);
-	for (size_t k = 0; k < n; k++)
-		if (x[k].r >= 0)
-			*x[k].sl = (struct slot){ .idx = x[k].idx, .buf = x[k].sl->buf, .used = true,
-						  .tick = ++o->tick };
+		return; /* nothing to overlap: slot_fill does it */
+	struct xfer x[OBJ_SLOTS];
+	size_t nx = 0;
+	uint64_t valid = valid_end(o);
+	for (size_t k = 0; k < n; k++) /* past the committed bytes: zeros, nothing to fetch */
+		if (block_len(valid, idx[k]))
+			x[nx++] = (struct xfer){ .o = o, .kind = X_GET, .sl = v[k], .buf = v[k]->buf,
+						 .off = idx[k] * BLOCK,
+						 .len = (size_t)block_len(valid, idx[k]) };
+	if (nx)
+		xfer_all(x, nx);
+	for (size_t k = 0; k < n; k++) {
+		int r = 0;
+		for (size_t m = 0; m < nx; m++)
+			if (x[m].sl == v[k])
+				r = x[m].r;
+		if (r >= 0)
+			*v[k] = (struct slot){ .idx = idx[k], .buf = v[k]->buf, .used = true,
+					       .present = (uint8_t)all_subs(idx[k]), .tick = ++o->tick };
+	}
 }
 
 static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off, size_t *ret_n)
@@ -2287,7 +2761,6 @@ static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off
 	int r = 0;
 	while (done < len && off + done < o->size) {
 		uint64_t pos = off + done, i = pos / BLOCK;
-		struct slot *sl;
 		/* only a second read in sequence starts read-ahead: every open reads the file
 		 * header at offset 0, and a 4 KiB overwrite must not cost three block downloads */
 		if (o->next_read && i == o->next_read && !slot_find(o, i))
@@ -2298,22 +2771,47 @@ static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off
 		uint64_t n = block_len(o->size, i) - in;
 		if (n > len - done)
 			n = len - done;
-		/* a small read off the sequence (a file header at open, a random 4 KiB) of
-		 * committed bytes that this mount holds nowhere: fetch that range, not the block */
-		uint64_t valid = o->csize < o->low ? o->csize : o->low;
-		if (!seq && len <= SMALL_READ && pos + n <= valid && !slot_find(o, i) && !staged_get(o, i)) {
-			size_t got = 0;
-			r = ranged_get(o, (uint8_t *)buf + done, pos, (size_t)n, &got);
-			if (r >= 0 && got != n)
-				r = -EIO;
-			if (r < 0)
-				break;
+		if (pos < o->head_len) { /* read by the open, unchanged since */
+			if (n > o->head_len - pos)
+				n = o->head_len - pos;
+			memcpy((uint8_t *)buf + done, o->head + pos, (size_t)n);
 			done += (size_t)n;
 			continue;
 		}
-		r = slot_get(o, i, true, &sl);
-		if (r < 0)
-			break;
+		unsigned touch = subs_of(i, pos, n);
+		uint64_t p0 = piece_of(i * BLOCK);
+		struct slot *sl = slot_find(o, i);
+		if (!sl || (touch & ~sl->present)) {
+			/* a small read off the sequence (a file header at open, a random 4 KiB) of
+			 * committed bytes that this mount holds nowhere: fetch that range, not the
+			 * block */
+			bool held = (sl && (touch & sl->present)) ||
+				    staged_any(o, piece_of(pos), piece_of(pos + n - 1) + 1);
+			if (!seq && len <= SMALL_READ && pos + n <= valid_end(o) && !held) {
+				size_t got = 0;
+				r = ranged_get(o, (uint8_t *)buf + done, pos, (size_t)n, &got);
+				if (r >= 0 && got != n)
+					r = -EIO;
+				if (r < 0)
+					break;
+				done += (size_t)n;
+				continue;
+			}
+			if (!sl) {
+				r = slot_get(o, i, &sl);
+				if (r < 0)
+					break;
+			}
+			/* the whole block, as read-ahead, but for other staged pieces (reading them
+			 * back needs a commit) */
+			unsigned want = touch;
+			for (unsigned u = 0; u < slot_subs(i); u++)
+				if (!staged_len(o, p0 + u))
+					want |= 1u << u;
+			r = slot_fill(o, sl, want, false);
+			if (r < 0)
+				break;
+		}
 		memcpy((uint8_t *)buf + done, sl->buf + in, (size_t)n);
 		done += (size_t)n;
 	}
@@ -2328,26 +2826,48 @@ static int az_pwrite(struct phi_store_obj *o, const void *buf, size_t len, uint6
 {
 	if (off > INT64_MAX || len > (size_t)SSIZE_MAX)
 		return -EINVAL;
-	if (len > INT64_MAX - off)
+	if (len > MAX_OBJ_SIZE || off > MAX_OBJ_SIZE - len)
 		return -EFBIG;
 	pthread_mutex_lock(&o->lock);
 	int r = o->writable ? 0 : -EBADF;
+	if (r >= 0 && off < o->head_len)
+		o->head_len = 0;
 	size_t done = 0;
 	while (r >= 0 && done < len) {
-		uint64_t pos = off + done, i = pos / BLOCK, in = pos - i * BLOCK;
+		uint64_t pos = off + done, i = pos / BLOCK, base = i * BLOCK, in = pos - base;
 		uint64_t n = BLOCK - in;
 		if (n > len - done)
 			n = len - done;
-		/* a block written from its start past the old end needs none of its old bytes */
-		uint64_t valid = o->csize < o->low ? o->csize : o->low;
-		bool whole = in == 0 && (n == BLOCK || pos + n >= o->size);
-		bool fresh = i * BLOCK >= valid && !staged_get(o, i);
 		struct slot *sl;
-		r = slot_get(o, i, !(whole || fresh), &sl);
+		r = slot_get(o, i, &sl);
+		/* after slot_get, which may have staged the old last piece to make room */
+		if (r >= 0 && pos + n > o->size)
+			r = grow_prep(o);
 		if (r < 0)
 			break;
+		/* a touched piece needs its old bytes unless the write covers all of them or
+		 * they are zeros (past the committed bytes and not staged) */
+		uint64_t valid = valid_end(o), ss = sub_size(i), p0 = piece_of(base);
+		unsigned touch = subs_of(i, pos, n), need = 0;
+		for (unsigned u = 0; u < slot_subs(i); u++) {
+			if (!(touch & ~sl->present & (1u << u)))
+				continue;
+			uint64_t a = base + u * ss, e = a + ss < o->size ? a + ss : o->size;
+			bool covered = pos <= a && pos + n >= e;
+			bool zeros = a >= valid && !staged_len(o, p0 + u);
+			if (!covered && !zeros)
+				need |= 1u << u;
+		}
+		r = slot_fill(o, sl, need, true);
+		if (r < 0)
+			break;
+		for (unsigned u = 0; u < slot_subs(i); u++)
+			if (touch & ~sl->present & (1u << u)) {
+				memset(sl->buf + u * ss, 0, (size_t)ss);
+				sl->present |= 1u << u;
+			}
 		memcpy(sl->buf + in, (const uint8_t *)buf + done, (size_t)n);
-		sl->dirty = true;
+		sl->dirty |= touch;
 		done += (size_t)n;
 		if (pos + n > o->size)
 			o->size = pos + n;
@@ -2365,35 +2885,48 @@ static int az_truncate(struct phi_store_obj *o, uint64_t size)
 {
 	if (size > INT64_MAX)
 		return -EINVAL;
+	if (size > MAX_OBJ_SIZE)
+		return -EFBIG;
 	pthread_mutex_lock(&o->lock);
 	int r = o->writable ? 0 : -EBADF;
+	if (r >= 0 && size < o->head_len)
+		o->head_len = (size_t)size;
 	if (r >= 0 && size < o->size) {
-		uint64_t edge = size / BLOCK;
-		/* a staged block cut in the middle must be readable to be rebuilt */
-		if (size % BLOCK && staged_get(o, edge) && !slot_find(o, edge))
-			r = commit(o);
-		if (r >= 0 && size % BLOCK && !slot_find(o, edge) && edge * BLOCK < o->size) {
-			struct slot *sl;
-			r = slot_get(o, edge, true, &sl);
+		uint64_t edge = size / BLOCK, pe = piece_of(size);
+		bool cut = size > piece_start(pe); /* the new last piece loses bytes: rebuilt */
+		struct slot *sl = NULL;
+		if (cut) {
+			r = slot_get(o, edge, &sl);
+			if (r >= 0)
+				r = slot_fill(o, sl, 1u << (pe - piece_of(edge * BLOCK)), false);
 		}
 		for (size_t k = 0; r >= 0 && k < OBJ_SLOTS; k++) {
-			struct slot *sl = &o->slots[k];
-			if (!sl->used)
+			struct slot *c = &o->slots[k];
+			if (!c->used)
 				continue;
-			if (sl->idx * BLOCK >= size)
-				sl->used = sl->dirty = false;
-			else if (sl->idx == edge) {
-				memset(sl->buf + (size - edge * BLOCK), 0, BLOCK - (size - edge * BLOCK));
-				sl->dirty = true;
+			if (c->idx * BLOCK >= size) {
+				c->used = false;
+				c->present = c->dirty = 0;
+			} else if (c->idx == edge) {
+				/* zeros past the new end; the pieces there hold nothing */
+				uint64_t base = edge * BLOCK, ss = sub_size(edge);
+				memset(c->buf + (size - base), 0, (size_t)(BLOCK - (size - base)));
+				for (unsigned u = 0; u < slot_subs(edge); u++)
+					if (base + u * ss >= size) {
+						c->present |= 1u << u;
+						c->dirty &= ~(1u << u);
+					}
+				if (cut)
+					c->dirty |= 1u << (pe - piece_of(base));
 			}
 		}
-		for (uint64_t i = size % BLOCK ? edge + 1 : edge; r >= 0 && i < o->staged_cap; i++)
-			o->staged[i] = 0;
-		if (r >= 0 && size % BLOCK)
-			(void)staged_set(o, edge, false);
+		for (uint64_t p = pe; r >= 0 && p < o->staged_cap; p++)
+			o->staged[p] = 0;
 		if (r >= 0 && size < o->low)
 			o->low = size;
 	}
+	if (r >= 0 && size > o->size)
+		r = grow_prep(o);
 	if (r >= 0 && size != o->size) {
 		o->size = size;
 		o->dirty = true;
@@ -2466,7 +2999,8 @@ static int settle_open(struct az_store *s, const char *blob, bool removing)
 			} else {
 				for (uint64_t i = 0; r >= 0 && i < nblocks(o->size); i++) {
 					struct slot *sl;
-					r = slot_get(o, i, true, &sl);
+					r = slot_get(o, i, &sl);
+					r = r < 0 ? r : slot_fill(o, sl, all_subs(i), false);
 				}
 			}
 			if (r >= 0)
@@ -2636,6 +3170,7 @@ static int move_tree(struct az_store *s, const char *from, const char *to, bool 
 		memcpy(o->name, nn, sizeof nn);
 		(void)head_blob(s, o->name, NULL, NULL, o->etag, sizeof o->etag);
 		o->committed_known = false;
+		o->pieces[0] = 0;
 		pthread_mutex_unlock(&o->lock);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -2886,6 +3421,19 @@ static bool container_ok(const char *c)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
 			return false;
 	return true;
+}
+
+int phi_az_stats(struct phi_store *ps, struct phi_az_stats *ret)
+{
+	if (!ps || ps->ops != &az_ops || !ret)
+		return -EINVAL;
+	struct az_store *s = to_az(ps);
+	*ret = (struct phi_az_stats){
+		.requests = __atomic_load_n(&s->st_requests, __ATOMIC_RELAXED),
+		.bytes_up = __atomic_load_n(&s->st_up, __ATOMIC_RELAXED),
+		.bytes_down = __atomic_load_n(&s->st_down, __ATOMIC_RELAXED),
+	};
+	return 0;
 }
 
 int phi_store_azure_open(const char *url, const char *opts, struct phi_store **ret)

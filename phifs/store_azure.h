@@ -21,6 +21,14 @@
  * The key never comes from the URL, the command line or the environment. */
 int phi_store_azure_open(const char *url, const char *opts, struct phi_store **ret);
 
+/* What an Azure store has sent so far: HTTP requests (every attempt, retries included) and
+ * the body bytes uploaded and downloaded. For tests and benchmarks; -EINVAL if s is not an
+ * Azure store. */
+struct phi_az_stats {
+	uint64_t requests, bytes_up, bytes_down;
+};
+int phi_az_stats(struct phi_store *s, struct phi_az_stats *ret);
+
 /* One entry of a List Blobs response. is_prefix: a <BlobPrefix> (virtual directory);
  * otherwise a <Blob> with its Content-Length and the x-ms-meta "phimode" value (0 if none). */
 struct phi_az_entry {

@@ -3,7 +3,12 @@
  * the local backend, then what is Azure's own: write-back across blocks, small overwrites,
  * conflicts between two mounts, open objects renamed or unlinked, directory renames,
  * unreachable and misconfigured stores, and golden vectors for the two XML parsers. */
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sodium.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "phifs/store.h"
 #include "phifs/store_azure.h"
@@ -12,6 +17,7 @@
 #include "test.h"
 
 static const char *az_url, *az_opts, *az_endpoint, *az_keyfile;
+static char az_prefix[256]; /* blob name prefix of AZ_URL below the container */
 
 static struct phi_store *open_sub(const char *sub)
 {
@@ -189,6 +195,367 @@ static void test_large(struct phi_store *s)
 	free(buf);
 }
 
+static void check_content(struct phi_store *s, const char *path, const uint8_t *want, size_t size);
+
+/* Random writes that push a partial last block out of the cache (staged) and then extend
+ * the object past it: the staged block must not keep its short length in the commit. */
+static void test_staged_edge(struct phi_store *s)
+{
+	const struct phi_store_ops *o = s->ops;
+	const size_t B = 4u << 20, end = 3 * B + 5, big = 6 * B;
+	uint8_t *want = calloc(1, big), *buf = malloc(big);
+	CHECK(want && buf);
+	struct phi_store_obj *obj = NULL;
+	CHECK_OK(o->create(s, "edge", 0600, (uint32_t)-1, (uint32_t)-1, "e", 1, &obj));
+	want[0] = 'e';
+	/* the partial last block first, then three blocks below it: the cache is full of
+	 * dirty blocks, so the next one stages all but the newest, the short one included */
+	fill(want + 3 * B, 5, 3 * B, 2);
+	CHECK_OK(o->pwrite(obj, want + 3 * B, 5, 3 * B));
+	for (size_t i = 0; i < 3; i++) {
+		fill(want + i * B + 100, 1000, i * B + 100, 3);
+		CHECK_OK(o->pwrite(obj, want + i * B + 100, 1000, i * B + 100));
+	}
+	CHECK_EQ(end, 3 * B + 5);
+	fill(want + 5 * B, 4096, 5 * B, 4); /* extends past the staged short block */
+	CHECK_OK(o->pwrite(obj, want + 5 * B, 4096, 5 * B));
+	CHECK_OK(o->fsync(obj, false));
+	CHECK_OK(o->release(obj));
+	size_t total = 5 * B + 4096, n = 0;
+	struct phi_store_stat st;
+	CHECK_OK(o->getattr(s, "edge", &st));
+	CHECK_EQ(st.size, total);
+	CHECK_OK(o->open(s, "edge", O_RDONLY, 0, &obj));
+	CHECK_OK(o->pread(obj, buf, big, 0, &n));
+	CHECK_EQ(n, total);
+	CHECK_MEM(buf, want, total);
+	CHECK_OK(o->release(obj));
+
+	/* the same with the short block still cached when it grows (it is not the least
+	 * recently used one): it is staged again at its new length */
+	memset(want, 0, big);
+	CHECK_OK(o->open(s, "edge", O_RDWR | O_TRUNC, 0, &obj));
+	fill(want + 100, 1000, 100, 5);
+	CHECK_OK(o->pwrite(obj, want + 100, 1000, 100));
+	fill(want + 3 * B, 5, 3 * B, 6);
+	CHECK_OK(o->pwrite(obj, want + 3 * B, 5, 3 * B));
+	for (size_t i = 1; i < 3; i++) {
+		fill(want + i * B + 100, 1000, i * B + 100, 7);
+		CHECK_OK(o->pwrite(obj, want + i * B + 100, 1000, i * B + 100));
+	}
+	fill(want + 5 * B, 4096, 5 * B, 8);
+	CHECK_OK(o->pwrite(obj, want + 5 * B, 4096, 5 * B));
+	CHECK_OK(o->release(obj));
+	check_content(s, "edge", want, total);
+
+	/* cut to a piece boundary without a write, and committed as one small blob from the
+	 * committed bytes */
+	CHECK_OK(o->open(s, "edge", O_RDWR, 0, &obj));
+	CHECK_OK(o->truncate(obj, 1u << 20));
+	CHECK_OK(o->fsync(obj, false));
+	CHECK_OK(o->release(obj));
+	check_content(s, "edge", want, 1u << 20);
+	CHECK_OK(o->unlink(s, "edge"));
+	free(want);
+	free(buf);
+}
+
+/* ---- requests of our own (Shared Key), to build the 4 MiB-block layout of earlier
+ * versions and to read committed block lists ---- */
+
+static size_t raw_sink(char *p, size_t sz, size_t nm, void *ud)
+{
+	CHECK_OK(phi_buf_append(ud, p, sz * nm));
+	return sz * nm;
+}
+
+/* query: "name=value" pairs, at most two, names in sorted order, values URL-safe except
+ * '='; meta: NULL or one "x-ms-meta-NAME:VALUE" header */
+static long raw_req(const char *method, const char *blob, const char *q1, const char *q2,
+		    const char *meta, const void *body, size_t len, struct phi_buf *out)
+{
+	uint8_t key[128];
+	size_t klen = 0;
+	char kb64[256] = "";
+	FILE *f = fopen(az_keyfile, "r");
+	CHECK(f && fgets(kb64, sizeof kb64, f));
+	fclose(f);
+	kb64[strcspn(kb64, "\n")] = 0;
+	CHECK_OK(sodium_base642bin(key, sizeof key, kb64, strlen(kb64), NULL, &klen, NULL,
+				   sodium_base64_VARIANT_ORIGINAL));
+	char date[64];
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	char clen[24] = "";
+	if (len)
+		snprintf(clen, sizeof clen, "%zu", len);
+	char canon_q[512] = "", url_q[512] = "";
+	const char *qs[] = { q1, q2 };
+	for (size_t i = 0; i < 2 && qs[i]; i++) {
+		char name[64], val[256], enc[512] = "";
+		const char *eq = strchr(qs[i], '=');
+		snprintf(name, sizeof name, "%.*s", (int)(eq - qs[i]), qs[i]);
+		snprintf(val, sizeof val, "%s", eq + 1);
+		for (const char *c = val; *c; c++)
+			snprintf(enc + strlen(enc), sizeof enc - strlen(enc), *c == '=' ? "%%3D" : "%c", *c);
+		snprintf(canon_q + strlen(canon_q), sizeof canon_q - strlen(canon_q), "\n%s:%s", name, val);
+		snprintf(url_q + strlen(url_q), sizeof url_q - strlen(url_q), "%c%s=%s", i ? '&' : '?', name, enc);
+	}
+	char sts[2048];
+	snprintf(sts, sizeof sts,
+		 "%s\n\n\n%s\n\n\n\n\n\n\n\n\nx-ms-date:%s\n%s%sx-ms-version:2021-12-02\n"
+		 "/devstoreaccount1/devstoreaccount1/phitest/%s%s",
+		 method, clen, date, meta ? meta : "", meta ? "\n" : "", blob, canon_q);
+	uint8_t mac[32];
+	unsigned maclen = 0;
+	CHECK(HMAC(EVP_sha256(), key, (int)klen, (const uint8_t *)sts, strlen(sts), mac, &maclen));
+	char sig[64], h_auth[160], h_date[96], url[1024];
+	sodium_bin2base64(sig, sizeof sig, mac, maclen, sodium_base64_VARIANT_ORIGINAL);
+	snprintf(h_auth, sizeof h_auth, "Authorization: SharedKey devstoreaccount1:%s", sig);
+	snprintf(h_date, sizeof h_date, "x-ms-date: %s", date);
+	snprintf(url, sizeof url, "%s/devstoreaccount1/phitest/%s%s", az_endpoint, blob, url_q);
+	struct curl_slist *hl = NULL;
+	const char *hs[] = { h_auth, h_date, "x-ms-version: 2021-12-02", "Content-Type:", "Expect:", meta };
+	for (size_t i = 0; i < ARRAY_SIZE(hs) && hs[i]; i++)
+		hl = curl_slist_append(hl, hs[i]);
+	CURL *h = curl_easy_init();
+	CHECK(h && hl);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	if (!strcmp(method, "PUT")) {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	}
+	struct phi_buf sink;
+	phi_buf_init(&sink, 64u << 20);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, raw_sink);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, out ? out : &sink);
+	CHECK_EQ(curl_easy_perform(h), CURLE_OK);
+	long st = 0;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+	curl_easy_cleanup(h);
+	curl_slist_free_all(hl);
+	phi_buf_done(&sink);
+	sodium_memzero(key, sizeof key);
+	return st;
+}
+
+/* the committed block list of store path "large/<path>" */
+static size_t committed_blocks(const char *path, struct phi_az_block **ret)
+{
+	char blob[512];
+	snprintf(blob, sizeof blob, "%s/large/%s", az_prefix, path);
+	struct phi_buf body;
+	phi_buf_init(&body, 16u << 20);
+	CHECK_EQ(raw_req("GET", blob, "blocklisttype=committed", "comp=blocklist", NULL, NULL, 0, &body), 200);
+	size_t n = 0;
+	CHECK_OK(phi_az_parse_blocklist((const char *)body.p, body.len, ret, &n));
+	phi_buf_done(&body);
+	return n;
+}
+
+static struct phi_az_stats stats_since(struct phi_store *s, const struct phi_az_stats *before)
+{
+	struct phi_az_stats now;
+	CHECK_OK(phi_az_stats(s, &now));
+	return (struct phi_az_stats){ .requests = now.requests - before->requests,
+				      .bytes_up = now.bytes_up - before->bytes_up,
+				      .bytes_down = now.bytes_down - before->bytes_down };
+}
+
+/* open, read the 32-byte header, overwrite len bytes at off (one cfile block: 4 KiB + 28),
+ * fsync, release: what it cost */
+static struct phi_az_stats overwrite(struct phi_store *s, const char *path, uint8_t *want,
+				     uint64_t off, size_t len, uint8_t salt)
+{
+	const struct phi_store_ops *o = s->ops;
+	struct phi_store_obj *obj = NULL;
+	uint8_t hdr[32];
+	size_t n = 0;
+	struct phi_az_stats before;
+	CHECK_OK(phi_az_stats(s, &before));
+	CHECK_OK(o->open(s, path, O_RDWR, 0, &obj));
+	CHECK_OK(o->pread(obj, hdr, sizeof hdr, 0, &n));
+	CHECK_EQ(n, sizeof hdr);
+	CHECK_MEM(hdr, want, sizeof hdr);
+	fill(want + off, len, off, salt);
+	CHECK_OK(o->pwrite(obj, want + off, len, off));
+	CHECK_OK(o->fsync(obj, true));
+	CHECK_OK(o->release(obj));
+	return stats_since(s, &before);
+}
+
+static void check_content(struct phi_store *s, const char *path, const uint8_t *want, size_t size)
+{
+	const struct phi_store_ops *o = s->ops;
+	uint8_t *buf = malloc(size + 1);
+	CHECK(buf);
+	struct phi_store_obj *obj = NULL;
+	size_t n = 0;
+	CHECK_OK(o->open(s, path, O_RDONLY, 0, &obj));
+	CHECK_OK(o->pread(obj, buf, size + 1, 0, &n));
+	CHECK_EQ(n, size);
+	CHECK_MEM(buf, want, size);
+	CHECK_OK(o->release(obj));
+	free(buf);
+}
+
+/* A 4 KiB overwrite inside a large object downloads and uploads one 1 MiB piece (two where
+ * it straddles a piece boundary), not a 4 MiB block; the block list keeps one block per
+ * piece; objects committed in 4 MiB blocks by earlier versions move to pieces as they are
+ * overwritten. */
+static void test_overwrite_cost(struct phi_store *s)
+{
+	const struct phi_store_ops *o = s->ops;
+	const size_t P = 1u << 20, size = (24u << 20) + 777, cb = 4096 + 28;
+	uint8_t *want = malloc(size);
+	CHECK(want);
+	fill(want, size, 0, 5);
+	struct phi_store_obj *obj = NULL;
+	CHECK_OK(o->create(s, "ow", 0600, (uint32_t)-1, (uint32_t)-1, want, 32, &obj));
+	for (size_t off = 32; off < size; off += P)
+		CHECK_OK(o->pwrite(obj, want + off, off + P < size ? P : size - off, off));
+	CHECK_OK(o->release(obj));
+	struct phi_az_block *bl = NULL;
+	size_t nb = committed_blocks("ow", &bl);
+	CHECK_EQ(nb, 25);
+	for (size_t i = 0; i < nb; i++)
+		CHECK_EQ(bl[i].size, i < 24 ? P : 777);
+	free(bl);
+
+	/* inside one piece: the open (one ranged GET: properties, the phipieces metadata and
+	 * the header), the piece, one Put Block of it, Put Block List */
+	struct phi_az_stats c = overwrite(s, "ow", want, (20u << 20) + 12345, cb, 6);
+	fprintf(stderr, "# 4 KiB overwrite: %" PRIu64 " requests, %" PRIu64 " B up, %" PRIu64 " B down\n",
+		c.requests, c.bytes_up, c.bytes_down);
+	CHECK_EQ(c.requests, 4);
+	CHECK(c.bytes_up >= P && c.bytes_up <= P + 8192);
+	CHECK(c.bytes_down >= P && c.bytes_down <= P + 16384);
+	/* across a piece boundary: both pieces, in one GET */
+	c = overwrite(s, "ow", want, (3u << 20) - 2000, cb, 7);
+	CHECK_EQ(c.requests, 5);
+	CHECK(c.bytes_up >= 2 * P && c.bytes_up <= 2 * P + 8192);
+	CHECK(c.bytes_down >= 2 * P && c.bytes_down <= 2 * P + 16384);
+	check_content(s, "ow", want, size);
+	nb = committed_blocks("ow", &bl);
+	CHECK_EQ(nb, 25);
+	free(bl);
+	/* phipieces that no longer match the blocks (metadata set by someone else): the
+	 * commit is refused, the block list fetched, and the commit goes through */
+	char oblob[512];
+	snprintf(oblob, sizeof oblob, "%s/large/ow", az_prefix);
+	CHECK_EQ(raw_req("PUT", oblob, "comp=metadata", NULL, "x-ms-meta-phipieces:0badf00d-25",
+			 NULL, 0, NULL), 200);
+	c = overwrite(s, "ow", want, (7u << 20) + 1, cb, 11);
+	CHECK_EQ(c.requests, 6); /* open, piece, Put Block, refused list, Get Block List, list */
+	check_content(s, "ow", want, size);
+	/* renamed (Copy Blob): the next overwrite is as cheap */
+	CHECK_OK(o->rename(s, "ow", "ow2", 0));
+	c = overwrite(s, "ow2", want, (9u << 20) + 1, cb, 12);
+	CHECK(c.requests <= 5);
+	check_content(s, "ow2", want, size);
+	CHECK_OK(o->unlink(s, "ow2"));
+
+	/* the layout of earlier versions: 4 MiB blocks (and a short last one) */
+	const size_t B = 4u << 20, lsize = 2 * B + 1000;
+	char blob[512], xml[1024] = "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>";
+	snprintf(blob, sizeof blob, "%s/large/legacy", az_prefix);
+	fill(want, lsize, 0, 8);
+	for (size_t i = 0; i < 3; i++) {
+		char raw[32], id[64], q[96];
+		snprintf(raw, sizeof raw, "phi1-%08x-%012zu", 0x1234abcdu, i);
+		sodium_bin2base64(id, sizeof id, (const uint8_t *)raw, strlen(raw),
+				  sodium_base64_VARIANT_ORIGINAL);
+		snprintf(q, sizeof q, "blockid=%s", id);
+		CHECK_EQ(raw_req("PUT", blob, q, "comp=block", NULL, want + i * B, i < 2 ? B : 1000, NULL), 201);
+		snprintf(xml + strlen(xml), sizeof xml - strlen(xml), "<Latest>%s</Latest>", id);
+	}
+	strcat(xml, "</BlockList>");
+	CHECK_EQ(raw_req("PUT", blob, "comp=blocklist", NULL, NULL, xml, strlen(xml), NULL), 201);
+	/* the overwritten 4 MiB block becomes four pieces: its other three are fetched and
+	 * uploaded too, once; the blocks around it stay */
+	c = overwrite(s, "legacy", want, B + 100, cb, 9);
+	CHECK(c.bytes_up >= B && c.bytes_up <= B + 8192);
+	nb = committed_blocks("legacy", &bl);
+	CHECK_EQ(nb, 6);
+	CHECK(bl[0].size == B && bl[1].size == P && bl[4].size == P && bl[5].size == 1000);
+	free(bl);
+	c = overwrite(s, "legacy", want, B + 100, cb, 10);
+	CHECK(c.bytes_up >= P && c.bytes_up <= P + 8192);
+	check_content(s, "legacy", want, lsize);
+	CHECK_OK(o->unlink(s, "legacy"));
+	free(want);
+}
+
+static size_t rnd_below(uint64_t *rng, size_t m)
+{
+	*rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+	return (size_t)((*rng >> 33) % m);
+}
+
+/* Random writes, truncates, reads, fsyncs and reopens of an object larger than the cache
+ * (evictions stage pieces, reads and writes load pieces, partial last pieces grow and
+ * shrink) against a model of its bytes. Seed 42, or $PHI_TEST_SEED. */
+static void test_random_model(struct phi_store *s)
+{
+	const struct phi_store_ops *o = s->ops;
+	const size_t MAXSZ = 26u << 20;
+	uint8_t *model = calloc(1, MAXSZ), *buf = malloc(MAXSZ);
+	CHECK(model && buf);
+	size_t size = 0, n = 0;
+	const char *seed = getenv("PHI_TEST_SEED"); /* another seed, for a longer hunt */
+	uint64_t rng = seed ? strtoull(seed, NULL, 10) : 42;
+#define RND(m) rnd_below(&rng, (m))
+	struct phi_store_obj *obj = NULL;
+	CHECK_OK(o->create(s, "model", 0600, (uint32_t)-1, (uint32_t)-1, NULL, 0, &obj));
+	for (int step = 0; step < 800; step++) {
+		size_t op = RND(100);
+		if (op < 55) { /* write: mostly small and scattered (evictions), some large */
+			size_t len = op < 50 ? 1 + RND(20000) : 1 + RND(5u << 20);
+			size_t off = op < 30 ? RND(size + 100000) : op < 50 ? RND(MAXSZ - 20000) : RND(MAXSZ - (5u << 20));
+			if (off + len > MAXSZ)
+				len = MAXSZ - off;
+			fill(model + off, len, off, (uint8_t)step);
+			CHECK_OK(o->pwrite(obj, model + off, len, off));
+			if (off + len > size)
+				size = off + len;
+		} else if (op < 65) { /* truncate down or up; sometimes to a piece boundary */
+			size_t ns = op < 63 ? (RND(2) ? RND(size + 1) : RND(MAXSZ)) : RND(3) << 20;
+			if (ns < size)
+				memset(model + ns, 0, size - ns);
+			CHECK_OK(o->truncate(obj, ns));
+			size = ns;
+		} else if (op < 93) { /* read a range */
+			size_t off = RND(size + 1), len = 1 + RND(RND(4) ? 70000 : 9u << 20);
+			CHECK_OK(o->pread(obj, buf, len, off, &n));
+			size_t want = off < size ? (size - off < len ? size - off : len) : 0;
+			CHECK_EQ(n, want);
+			CHECK_MEM(buf, model + off, n);
+		} else if (op < 97) {
+			CHECK_OK(o->fsync(obj, false));
+		} else { /* reopen: a new state from the committed blob */
+			CHECK_OK(o->release(obj));
+			CHECK_OK(o->open(s, "model", O_RDWR, 0, &obj));
+		}
+		uint64_t sz = 0;
+		CHECK_OK(o->size(obj, &sz));
+		CHECK_EQ(sz, size);
+	}
+#undef RND
+	CHECK_OK(o->release(obj));
+	check_content(s, "model", model, size);
+	struct phi_az_block *bl = NULL;
+	size_t nb = committed_blocks("model", &bl);
+	CHECK(nb <= (size + (1u << 20) - 1) / (1u << 20)); /* no more blocks than pieces */
+	free(bl);
+	CHECK_OK(o->unlink(s, "model"));
+	free(model);
+	free(buf);
+}
+
 /* Two mounts of the same store: a concurrent content change is a conflict (EIO on
  * fsync, the winner's bytes kept); a concurrent chmod is not. */
 static void test_conflict(struct phi_store *a, struct phi_store *b)
@@ -355,6 +722,10 @@ int main(void)
 		fprintf(stderr, "SKIP: run through tests/azure/azurite.sh\n");
 		return 77;
 	}
+	/* az://devstoreaccount1/phitest/PREFIX */
+	const char *pfx = strstr(az_url, "/phitest/");
+	CHECK(pfx);
+	snprintf(az_prefix, sizeof az_prefix, "%s", pfx + strlen("/phitest/"));
 
 	struct phi_store *s = open_sub("/contract");
 	store_contract_run(s, &(struct store_caps){ .hardlinks = false });
@@ -362,6 +733,9 @@ int main(void)
 
 	s = open_sub("/large");
 	test_large(s);
+	test_staged_edge(s);
+	test_overwrite_cost(s);
+	test_random_model(s);
 	phi_store_closep(&s);
 
 	struct phi_store *a = open_sub("/conflict"), *b = open_sub("/conflict");

@@ -52,6 +52,31 @@ assert not os.path.exists(sys.argv[1] + "/tmp.open")
 PY
 ok "random writes, holes, truncate, append, unlink of an open file"
 
+# a write-only open keeps the file's cached pages (fs.c handle_new): what it writes is what
+# readers see, through a handle opened before it and through a new open
+python3 - "$P" <<'PY'
+import os, sys
+p = sys.argv[1] + "/cache.bin"
+base = bytes(range(256)) * 1024
+with open(p, "wb") as f:
+    f.write(base)
+r = os.open(p, os.O_RDONLY)
+assert os.pread(r, 1 << 20, 0) == base  # now in the page cache
+w = os.open(p, os.O_WRONLY)
+os.pwrite(w, b"X" * 5000, 70000)  # parts of two pages
+os.pwrite(w, b"Y" * 4096, 8192)   # one whole page
+os.pwrite(w, b"Z" * 10, len(base) - 5)  # past the end
+os.close(w)
+want = bytearray(base)
+want[70000:75000] = b"X" * 5000
+want[8192:12288] = b"Y" * 4096
+want[len(base) - 5:] = b"Z" * 10
+assert os.pread(r, 1 << 20, 0) == want, "reader opened before the writer"
+os.close(r)
+assert open(p, "rb").read() == want, "reader opened after"
+PY
+ok "a write-only open keeps the page cache; readers see its writes"
+
 # rename, links, attrs
 echo one > "$P/a"; echo two > "$P/b"
 mv "$P/a" "$P/b"; [ "$(cat "$P/b")" = one ] && [ ! -e "$P/a" ] || fail "rename over"
