@@ -9,13 +9,28 @@
 #     (read from the installed unit) as its User= with its credential decrypted by
 #     systemd-creds the way LoadCredentialEncrypted= does;
 #   - steps 4-5: "systemd-run -p User=phifs -p LoadCredentialEncrypted=" likewise;
+#   - step 6: spoold's runner is the installed gpurun-systemd, whose "systemctl start --wait
+#     gpurun@ID.service" goes to a stand-in for PID 1 (pid1_standin below): a root process
+#     that asks the installed polkit rule (evaluated by polkit-eval.js, as polkitd would)
+#     whether the caller may, loads the unit's credentials (LoadCredential=,
+#     LoadCredentialEncrypted= with systemd-creds, the SetCredential= default) and runs its
+#     ExecStart= as root under its CapabilityBoundingSet=, NoNewPrivileges=,
+#     SupplementaryGroups= and UMask=. The real gpurun then runs the job with stories260K;
 #   - the users exist only in R/etc/passwd: processes get their numeric ids, and where a
 #     name must resolve on this host (phifs -o run_as, grants) nobody stands in for phifs,
-#     daemon for the provider dr.who, and spoold's admin_group is root's group.
-# Runs as root (a real FUSE mount).
+#     daemon for the provider dr.who, sys for gpurun (job_user), and spoold's admin_group is
+#     root's group.
+# Runs as root (a real FUSE mount). Skips (77) without ../shared/models/stories260K-q8_0.gguf.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 README=$here/../../README.md
+MODEL=
+for m in "$here/../../../shared/models" /work/shared/models; do
+	[ -f "$m/stories260K-q8_0.gguf" ] && { MODEL=$m/stories260K-q8_0.gguf; break; }
+done
+[ -n "$MODEL" ] || { echo "SKIP: no stories260K-q8_0.gguf under ../shared/models (step 6 runs a real job)"; exit 77; }
+for u in nobody daemon sys; do getent passwd $u >/dev/null || fail "no user $u on this host (a stand-in)"; done
+command -v node >/dev/null || fail "no node (polkit-eval.js evaluates the polkit rule)"
 temp_root deploy
 MOUNTS=("$R/srv/phi/clinic")
 
@@ -32,6 +47,11 @@ mkdir -p "$R/etc"
 systemd-sysusers --root="$R" >/dev/null 2>&1 || fail "systemd-sysusers"
 systemd-tmpfiles --create --root="$R" >/dev/null 2>&1 || fail "systemd-tmpfiles"
 install -D -m 0644 "$P/share/doc/phi/examples/spoold.conf" "$P/etc/phifs/spoold.conf"
+install -D -m 0644 "$P/share/doc/phi/examples/gpurun.conf" "$P/etc/phifs/gpurun.conf"
+mkdir -p "$R/etc/polkit-1/rules.d"
+ln -s "$PREFIX/share/polkit-1/rules.d/50-phi-spoold.rules" "$R/etc/polkit-1/rules.d/"
+grep -q 'install -D -m 0644 /usr/local/share/doc/phi/examples/gpurun.conf' <<<"$sect" ||
+	fail "README step 1 does not install gpurun.conf"
 uid() { awk -F: -v n="$1" '$1 == n { print $3 }' "$R/etc/passwd"; }
 gid() { awk -F: -v n="$1" '$1 == n { print $3 }' "$R/etc/group"; }
 groups_of() { awk -F: -v n="$1" '{ split($4, m, ","); for (i in m) if (m[i] == n) print $3 }' "$R/etc/group" | paste -sd, -; }
@@ -112,20 +132,134 @@ grep -q '^Uid:[[:space:]]*65534[[:space:]]65534[[:space:]]65534[[:space:]]65534$
 grep -q '^CapEff:[[:space:]]*0000000000000000$' "/proc/$FSPID/status" || fail "phifs@clinic kept capabilities"
 
 SU=$(uid spoold)
-# runner: the example's gpurun-systemd needs systemctl (PID 1); test-gpurun-unit.sh runs
-# it, and gpurun@'s ExecStart= for a real job, under the unit's privileges
+# spoold's runner is the example's gpurun-systemd; its systemctl is the stand-in below
 grep -q "^runner = .*/gpurun-systemd$" "$P/etc/phifs/spoold.conf" || fail "spoold.conf example: runner is not gpurun-systemd"
 sed -i -e "s|^spool_dir = .*|spool_dir = $R/var/spool/phifs|" -e "s|^admin_group = .*|admin_group = 0|" \
-	-e "s|^runner = .*|runner = /bin/true|" -e "s|^metrics_file = .*|metrics_file = $R/var/lib/spoold/metrics.prom|" \
+	-e "s|^runner = $PREFIX/|runner = $P/|" -e "s|^metrics_file = .*|metrics_file = $R/var/lib/spoold/metrics.prom|" \
 	"$P/etc/phifs/spoold.conf"
 echo "tick_ms = 100" >>"$P/etc/phifs/spoold.conf"
+# gpurun.conf rerooted; sys stands in for the job user gpurun (it owns the model's group)
+sed -i -e "s|^store = .*|store = $R/var/lib/phifs/store|" -e "s|^audit_socket = .*|audit_socket = $R/run/phifs-audit/audit.sock|" \
+	-e "s|^phifs = .*|phifs = $BIN/phifs|" -e "s|^phifs_user = .*|phifs_user = nobody|" \
+	-e "s|^models_dir = .*|models_dir = $R/var/cache/phifs|" -e "s|^mount_dir = .*|mount_dir = $R/run/gpurun|" \
+	-e "s|^job_user = .*|job_user = sys|" -e "s|^threads = .*|threads = 1|" "$P/etc/phifs/gpurun.conf"
+chgrp sys "$R/var/cache/phifs"
+
+# ---- the stand-in for PID 1 (and polkitd), serving the stand-in systemctl
+# Requests are files R/pid1/*.req ("VERB UNIT"), created by the caller (their owner is the
+# subject polkit is asked about); the answer is *.rc, systemctl's exit status.
+install -d -m 0770 -o 0 -g "$(gid spoold)" "$R/pid1"
+RULE=$R$(readlink "$R/etc/polkit-1/rules.d/50-phi-spoold.rules")
+[ -f "$RULE" ] || fail "the polkit rule link of step 1 does not point at the installed rule"
+polkit_says() { # USER UNIT VERB
+	node "$here/polkit-eval.js" "$RULE" org.freedesktop.systemd1.manage-units "$1" unit="$2" verb="$3"
+}
+# unit_creds UNITFILE INSTANCE DIR: what systemd 252 puts in $CREDENTIALS_DIRECTORY
+unit_creds() {
+	local f=$1 i=$2 d=$3 line kind name path
+	install -d -m 0700 "$d"
+	while IFS= read -r line; do
+		case $line in LoadCredential=* | LoadCredentialEncrypted=*) ;; *) continue ;; esac
+		kind=${line%%=*} name=${line#*=}
+		path=$R${name#*:} name=${name%%:*}
+		path=${path//%i/$i}
+		[ -e "$path" ] || continue
+		if [ "$kind" = LoadCredentialEncrypted ]; then
+			systemd-creds decrypt --name="$name" "$path" "$d/$name" 2>/dev/null || return 1
+		else
+			install -m 0400 "$path" "$d/$name" || return 1
+		fi
+	done <"$f"
+	while IFS= read -r line; do # SetCredential=: the value when loading gave nothing
+		case $line in SetCredential=*) ;; *) continue ;; esac
+		name=${line#SetCredential=}
+		[ -e "$d/${name%%:*}" ] || printf '%b' "${name#*:}" >"$d/${name%%:*}"
+	done <"$f"
+	for line in $(sed -n 's/^LoadCredential\(Encrypted\)*=\([^:]*\):.*/\2/p' "$f"); do
+		[ -e "$d/$line" ] || { echo "credential $line: not found" >&2; return 1; }
+	done
+	chmod 0400 "$d"/*
+}
+# start_unit UNIT: ExecStart= of an instance as root with the unit's limits; its exit status
+start_unit() {
+	local unit=$1 tmpl=${1%%@*}@.service i=${1#*@} f cd bs c rc=0
+	i=${i%.service} f=$P/lib/systemd/system/$tmpl cd=$R/run/credentials/$1
+	[ -z "$(sed -n 's/^User=//p' "$f")" ] || return 1 # only root units are reproduced here
+	unit_creds "$f" "$i" "$cd" 2>"$R/$unit.log" || return 1
+	bs=-all
+	for c in $(sed -n 's/^CapabilityBoundingSet=//p' "$f"); do c=${c,,}; bs+=",+${c#cap_}"; done
+	[ "$(sed -n 's/^NoNewPrivileges=//p' "$f")" = yes ] || return 1
+	local cmd
+	cmd=$(exec_of "$tmpl" | sed -e "s|%d|$cd|g; s|%i|$i|g")
+	# shellcheck disable=SC2086
+	(cd / && umask "$(sed -n 's/^UMask=//p' "$f")" && exec env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY="$cd" \
+		${ASAN_OPTIONS:+ASAN_OPTIONS="$ASAN_OPTIONS"} ${UBSAN_OPTIONS:+UBSAN_OPTIONS="$UBSAN_OPTIONS"} \
+		setpriv --reuid=0 --regid=0 --groups="$(gid "$(sed -n 's/^SupplementaryGroups=//p' "$f")")" \
+		--inh-caps=-all --bounding-set="$bs" --no-new-privs $cmd) >>"$R/$unit.log" 2>&1 || rc=$?
+	rm -rf "$cd"
+	printf '1\n%s\n' "$rc" >"$R/pid1/$unit.main" # ExecMainCode (1: exited), ExecMainStatus
+	return "$rc"
+}
+pid1_standin() {
+	local q verb unit who rc
+	while :; do
+		for q in "$R"/pid1/*.req; do
+			[ -e "$q" ] || continue
+			read -r verb unit <"$q" || true
+			who=$(awk -F: -v u="$(stat -c %u "$q")" '$3 == u { print $1 }' "$R/etc/passwd")
+			echo "$who $verb $unit" >>"$R/pid1.log"
+			rc=0
+			if [ "$(polkit_says "$who" "$unit" "$verb")" != yes ]; then
+				rc=4 # systemctl: access denied
+				echo "denied: $who $verb $unit" >>"$R/pid1.log"
+			elif [ "$verb" = start ]; then
+				start_unit "$unit" || rc=$?
+			fi # stop: the unit is never running when spoold stops it here
+			echo "$rc" >"${q%.req}.rc.tmp" && mv "${q%.req}.rc.tmp" "${q%.req}.rc"
+			rm -f "$q"
+		done
+		sleep 0.1
+	done
+}
+pid1_standin &
+PIDS+=($!)
+mkdir -p "$R/fake"
+cat >"$R/fake/systemctl" <<EOF
+#!/bin/bash
+# stand-in for systemctl (no PID 1 here): start --wait and stop ask the PID 1 stand-in of
+# test-deploy.sh and wait for its answer; show answers from the last start
+d=$R/pid1
+case "\$1" in
+start | stop)
+	verb=\$1; shift
+	[ "\$1" = --wait ] && shift
+	q=\$(mktemp "\$d/q.XXXXXX") || exit 1
+	echo "\$verb \$1" >"\$q"
+	mv "\$q" "\$q.req"
+	while [ ! -e "\$q.rc" ]; do sleep 0.1; done
+	rc=\$(cat "\$q.rc"); rm -f "\$q.rc"
+	exit "\$rc" ;;
+show) cat "\$d/\${!#}.main" 2>/dev/null ;;
+*) exit 1 ;;
+esac
+EOF
+chmod 755 "$R/fake/systemctl"
+# the rule itself: spoold may start and stop gpurun@ instances, nothing else, nobody else
+[ "$(polkit_says spoold gpurun@job-0001.service start)" = yes ] && [ "$(polkit_says spoold gpurun@job-0001.service stop)" = yes ] ||
+	fail "polkit rule: spoold may not start/stop gpurun@job-0001"
+for bad in "spoold phifs@clinic.service stop" "spoold gpurun@job-0001.service restart" "spoold gpurun@.x.service start" \
+	"daemon gpurun@job-0001.service start" "phifs gpurun@job-0001.service start"; do
+	# shellcheck disable=SC2086
+	[ "$(polkit_says $bad)" = not_handled ] || fail "polkit rule allows: $bad"
+done
+
 install -d -m 0750 -o "$SU" -g "$(gid spoold)" "$R/var/lib/spoold" # StateDirectory=spoold
 # shellcheck disable=SC2046
-(umask 0027; exec setpriv --reuid="$SU" --regid="$(gid spoold)" --groups="$(groups_of spoold)" \
-	$(exec_of spoold.service)) 2>"$R/spoold.log" &
+(umask 0027; PATH=$R/fake:$PATH GPURUN_STATUS_DIR=$R/run/gpurun-status exec setpriv --reuid="$SU" \
+	--regid="$(gid spoold)" --groups="$(groups_of spoold)" $(exec_of spoold.service)) 2>"$R/spoold.log" &
 PIDS+=($!)
 waitfor "spoold watching" grep -q watching "$R/spoold.log"
-ok "3. phifs-auditd, phifs@clinic (mounted, then uid 65534 with no capabilities) and spoold running"
+ok "3. phifs-auditd, phifs@clinic (mounted, then uid 65534 with no capabilities) and spoold running; the polkit rule lets spoold start/stop gpurun@ only"
 
 # ---- 4. Add the first patient (as phifs, with the credential)
 CP=$(cred phifs-key.run nobody phifs-master-key)
@@ -151,14 +285,35 @@ waitfor "the provider's read" sh -c "[ \"\$(setpriv --reuid=daemon --regid=daemo
 ok "5. provider granted: reads p-0042 through phifs@clinic; a user without a grant cannot"
 
 # ---- 6. Drop the first job
+# what step 6 asks of the host: the model in /var/cache/phifs, a job grant for gpurun
+install -m 0640 -g sys "$MODEL" "$R/var/cache/phifs/stories260K.gguf"
+CREDENTIALS_DIRECTORY=$CP as_phifs "$BIN/phifs-grant" --store "$R/var/lib/phifs/store" --audit-socket "$R/run/phifs-audit/audit.sock" add --principal user:sys \
+	--patient p-0042 --role job --purpose job --for 1h >/dev/null || fail "job grant for gpurun"
 cat >"$R/job-0001.json" <<'JOB'
 {"version": 1, "id": "job-0001", "patient": "p-0042", "documents": ["visit.txt"],
- "task": "summarize", "model": "stories260K.gguf", "max_tokens": 64,
+ "task": "summarize", "model": "stories260K.gguf", "max_tokens": 32,
  "estimated_tokens": 2000, "requested_by": "dr.who", "purpose": "treatment"}
 JOB
 [ "$("$BIN/spoolctl" --config "$P/etc/phifs/spoold.conf" submit "$R/job-0001.json")" = job-0001 ] || fail "spoolctl submit"
-waitfor "spoold to run job-0001" sh -c "'$BIN/spoolctl' --config '$P/etc/phifs/spoold.conf' list | grep -q '^job-0001 *done'"
-ok "6. job-0001 dropped by spoolctl, taken by spoold (mode 0640 job file, group phi-admins) and done"
+for _ in $(seq 1200); do # bounded wait for the job (a CPU run of stories260K under ASan)
+	"$BIN/spoolctl" --config "$P/etc/phifs/spoold.conf" list | grep -q '^job-0001 *\(done\|failed\)' && break
+	sleep 0.1
+done
+"$BIN/spoolctl" --config "$P/etc/phifs/spoold.conf" list | grep -q '^job-0001 *done' ||
+	{ cat "$R/spoold.log" "$R/pid1.log" "$R/gpurun@job-0001.service.log" 2>/dev/null; fail "job-0001 not done"; }
+grep -qx "spoold start gpurun@job-0001.service" "$R/pid1.log" || fail "spoold's runner did not start gpurun@job-0001.service"
+! grep -q "^denied" "$R/pid1.log" || fail "polkit denied a request of spoold's runner: $(grep ^denied "$R/pid1.log")"
+# the result, through phifs@clinic as the provider; encrypted on the store; nothing left
+OUT=$MNT/p-0042/results/job-0001
+setpriv --reuid=daemon --regid=daemon --clear-groups cat "$OUT/output.txt" >"$R/output.txt" && [ -s "$R/output.txt" ] ||
+	fail "the provider cannot read job-0001's output through phifs@clinic"
+grep -q '"job_id":[[:space:]]*"job-0001"' "$OUT/record.json" || fail "no record for job-0001"
+head -c 24 "$R/output.txt" >"$R/out-head"
+! grep -rqF -f "$R/out-head" "$R/var/lib/phifs/store" || fail "job-0001's output is on the store in the clear"
+[ -z "$(ls -A "$R/run/gpurun")" ] || fail "a mount point was left in /run/gpurun"
+[ ! -e "$R/run/credentials/gpurun@job-0001.service" ] && [ ! -e "$R/run/gpurun-status/job-0001.run" ] ||
+	fail "credentials or the runtime file left behind"
+ok "6. job-0001 dropped by spoolctl; spoold -> gpurun-systemd -> gpurun@job-0001 (allowed by the polkit rule) ran stories260K: output readable by the provider through phifs@clinic, encrypted on the store"
 
 # ---- 7. Read the audit report (as a member of phi-auditors)
 as_auditor() { setpriv --reuid=daemon --regid=daemon --groups="$(gid phi-auditors)" "$@"; }
@@ -170,6 +325,7 @@ grep -q '^# phifs audit report' "$R/auditor/report.md" || fail "no report"
 grep -q '^| provider | [1-9]' "$R/auditor/report.md" || fail "report: no provider access"
 grep -q '^| user:daemon | [1-9]' "$R/auditor/report.md" || fail "report: the provider is not an accessor"
 grep -q '^| uid:65533 | [1-9]' "$R/auditor/report.md" || fail "report: the denial is missing"
+grep -q '^| job | [1-9]' "$R/auditor/report.md" || fail "report: no access by the job"
 ! setpriv --reuid=daemon --regid=daemon --clear-groups "$BIN/phifs-audit" report --dir "$R/var/log/phifs-audit" \
 	--out-md /dev/null 2>/dev/null || fail "a non-auditor read the audit log"
 # stop everything cleanly, then the log verifies against the published key
