@@ -410,7 +410,8 @@ struct az_store {
 	struct phi_store_obj *open; /* every open object (write-back state, renames, unlinks) */
 
 	/* Attributes seen in the last listing, so that the getattr of every entry after a
-	 * readdir (ls -l, FUSE readdirplus) needs no HEAD. An entry is used only within
+	 * readdir (ls -l, FUSE readdirplus) needs no HEAD; also those of recent getattr and
+	 * parent-check HEADs and of blobs this mount just created (head_cached, az_create). An entry is used only within
 	 * ACACHE_MS and while gen is unchanged; every PUT or DELETE this mount sends bumps gen,
 	 * so the mount never sees its own changes late. Other mounts' changes: up to 1 s. */
 	pthread_mutex_t cache_lock;
@@ -1085,6 +1086,36 @@ static int head_blob(struct az_store *s, const char *blob, struct meta *ret_meta
 	return 0;
 }
 
+static bool cache_get(struct az_store *s, const char *blob, struct meta *m, uint64_t *size);
+static void cache_put(struct az_store *s, const char *blob, const struct meta *m, uint64_t size,
+		      uint64_t gen);
+static uint64_t cache_gen(struct az_store *s);
+
+/* A HEAD whose answer the attribute cache may give, and which fills it. For getattr and
+ * the parent and directory checks only, not before a change (those HEADs want the ETag):
+ * the cache's rules hold (ACACHE_MS, and only while this mount has changed nothing since
+ * the HEAD was sent, hence gen taken before it). Without it a small file's create cost
+ * three HEADs of its directory: the kernel's getattr, the negative lookup's parent check
+ * and the create's parent check, with nothing changed in between. */
+static int head_cached(struct az_store *s, const char *blob, struct meta *ret_meta,
+		       uint64_t *ret_size)
+{
+	struct meta m;
+	uint64_t size = 0;
+	if (!cache_get(s, blob, &m, &size)) {
+		uint64_t gen = cache_gen(s);
+		int r = head_blob(s, blob, &m, &size, NULL, 0);
+		if (r < 0)
+			return r;
+		cache_put(s, blob, &m, size, gen);
+	}
+	if (ret_meta)
+		*ret_meta = m;
+	if (ret_size)
+		*ret_size = size;
+	return 0;
+}
+
 /* the type of a path's parent: 0 if it is a directory (or the root), -ENOENT, -ENOTDIR */
 static int parent_check(struct az_store *s, const char *path)
 {
@@ -1099,7 +1130,7 @@ static int parent_check(struct az_store *s, const char *path)
 	if (r < 0)
 		return r;
 	struct meta m;
-	r = head_blob(s, blob, &m, NULL, NULL, 0);
+	r = head_cached(s, blob, &m, NULL);
 	if (r == -ENOENT)
 		return parent_check(s, parent) == -ENOTDIR ? -ENOTDIR : -ENOENT;
 	if (r < 0)
@@ -1160,7 +1191,7 @@ static int set_meta(struct az_store *s, const char *blob, const struct meta *m, 
 	return r < 0 ? r : status_errno(&q);
 }
 
-/* ---- attribute cache (filled by listings) ---- */
+/* ---- attribute cache (filled by listings, HEADs and creates) ---- */
 
 static uint64_t fnv1a(const char *s);
 
@@ -1257,7 +1288,7 @@ static int az_getattr(struct phi_store *ps, const char *path, struct phi_store_s
 		return r;
 	struct meta m;
 	uint64_t size;
-	r = cache_get(s, blob, &m, &size) ? 0 : head_blob(s, blob, &m, &size, NULL, 0);
+	r = head_cached(s, blob, &m, &size);
 	if (r == -ENOENT) {
 		int p = parent_check(s, path);
 		return p == -ENOTDIR ? -ENOTDIR : p < 0 && p != -ENOENT ? p : -ENOENT;
@@ -1469,7 +1500,7 @@ static int dir_check(struct az_store *s, const char *path, char *blob, size_t si
 	if (r < 0 || !*path)
 		return r;
 	struct meta m;
-	r = head_blob(s, blob, &m, NULL, NULL, 0);
+	r = head_cached(s, blob, &m, NULL);
 	if (r == -ENOENT)
 		return parent_check(s, path) == -ENOTDIR ? -ENOTDIR : -ENOENT;
 	if (r < 0)
@@ -2678,6 +2709,10 @@ static int az_create(struct phi_store *ps, const char *path, uint32_t mode, uint
 	r = put_blob(s, blob, init, len, &m, "*", etag, sizeof etag);
 	if (r < 0)
 		return r;
+	/* what a HEAD would say now (the metadata just sent, the initial content's length),
+	 * so that the caller's getattr of the new file needs none; gen is read after the PUT
+	 * bumped it, so any later change of this mount still voids it */
+	cache_put(s, blob, &m, len, cache_gen(s));
 	struct phi_store_obj *o;
 	r = obj_new(s, blob, true, &m, len, etag, &o);
 	if (r < 0)

@@ -403,6 +403,56 @@ static void check_content(struct phi_store *s, const char *path, const uint8_t *
 	free(buf);
 }
 
+/* A small file's create, as phifs drives it (the kernel's getattr of the directory, the
+ * negative lookup, the create, the entry's getattr): one HEAD of the directory, one of the
+ * name, one Put Blob. The directory's HEAD answers the parent checks of the lookup and the
+ * create, and the create answers the entry's getattr (head_cached); nothing this mount
+ * changes is seen late, another mount's change within ACACHE_MS (1 s). */
+static void test_create_cost(struct phi_store *s, struct phi_store *other)
+{
+	const struct phi_store_ops *o = s->ops;
+	struct phi_store_stat st;
+	struct phi_az_stats before, c;
+	uint8_t init[32];
+	fill(init, sizeof init, 0, 9);
+	CHECK_OK(o->mkdir(s, "cc", 0700));
+	CHECK_OK(phi_az_stats(s, &before));
+	CHECK_OK(o->getattr(s, "cc", &st));
+	CHECK(S_ISDIR(st.mode));
+	CHECK_EQ(o->getattr(s, "cc/f", &st), -ENOENT);
+	struct phi_store_obj *obj = NULL;
+	CHECK_OK(o->create(s, "cc/f", 0640, (uint32_t)-1, (uint32_t)-1, init, sizeof init, &obj));
+	CHECK_OK(o->getattr(s, "cc/f", &st));
+	c = stats_since(s, &before);
+	fprintf(stderr, "# small create: %" PRIu64 " requests\n", c.requests);
+	CHECK_EQ(c.requests, 3);
+	CHECK(S_ISREG(st.mode) && (st.mode & 07777) == 0640 && st.size == sizeof init);
+	/* what the store says is what the cache said */
+	struct phi_store_stat fresh;
+	CHECK_OK(other->ops->getattr(other, "cc/f", &fresh));
+	CHECK(fresh.mode == st.mode && fresh.size == st.size && fresh.ino == st.ino &&
+	      fresh.mtime.tv_sec == st.mtime.tv_sec && fresh.mtime.tv_nsec == st.mtime.tv_nsec);
+	/* a change by this mount is seen at once: content, then mode */
+	uint8_t more[100];
+	fill(more, sizeof more, 32, 10);
+	CHECK_OK(o->pwrite(obj, more, sizeof more, sizeof init));
+	CHECK_OK(o->fsync(obj, true));
+	CHECK_OK(o->release(obj));
+	CHECK_OK(o->getattr(s, "cc/f", &st));
+	CHECK_EQ(st.size, sizeof init + sizeof more);
+	CHECK_OK(o->chmod(s, "cc/f", 0600));
+	CHECK_OK(o->getattr(s, "cc/f", &st));
+	CHECK_EQ(st.mode & 07777, 0600);
+	/* another mount's removal: seen within ACACHE_MS */
+	CHECK_OK(o->getattr(s, "cc", &st));
+	CHECK_OK(other->ops->unlink(other, "cc/f"));
+	CHECK_OK(other->ops->rmdir(other, "cc"));
+	struct timespec pause = { 1, 200 * 1000 * 1000 };
+	nanosleep(&pause, NULL);
+	CHECK_EQ(o->getattr(s, "cc", &st), -ENOENT);
+	CHECK_EQ(o->create(s, "cc/g", 0600, (uint32_t)-1, (uint32_t)-1, init, sizeof init, &obj), -ENOENT);
+}
+
 /* A 4 KiB overwrite inside a large object downloads and uploads one 1 MiB piece (two where
  * it straddles a piece boundary), not a 4 MiB block; the block list keeps one block per
  * piece; objects committed in 4 MiB blocks by earlier versions move to pieces as they are
@@ -736,6 +786,9 @@ int main(void)
 	test_staged_edge(s);
 	test_overwrite_cost(s);
 	test_random_model(s);
+	struct phi_store *s2 = open_sub("/large");
+	test_create_cost(s, s2);
+	phi_store_closep(&s2);
 	phi_store_closep(&s);
 
 	struct phi_store *a = open_sub("/conflict"), *b = open_sub("/conflict");
