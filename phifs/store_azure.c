@@ -2822,13 +2822,7 @@ static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off
 			 * block */
 			bool held = (sl && (touch & sl->present)) ||
 				    staged_any(o, piece_of(pos), piece_of(pos + n - 1) + 1);
-			/* In a handle that can write, such a read is the read half of a
-			 * read-modify-write (phifs reads the cipher blocks a write covers only in
-			 * part): the piece it falls in is uploaded whole at the commit, so fetch
-			 * that piece now, once, instead of the range now and the piece again at
-			 * the commit (tests/azure/bench.sh, 4 KiB overwrite: 6 requests, now 4). */
-			bool rmw = o->writable && !seq && len <= SMALL_READ;
-			if (!seq && len <= SMALL_READ && pos + n <= valid_end(o) && !held && !rmw) {
+			if (!seq && len <= SMALL_READ && pos + n <= valid_end(o) && !held) {
 				size_t got = 0;
 				r = ranged_get(o, (uint8_t *)buf + done, pos, (size_t)n, &got);
 				if (r >= 0 && got != n)
@@ -2844,9 +2838,9 @@ static int az_pread(struct phi_store_obj *o, void *buf, size_t len, uint64_t off
 					break;
 			}
 			/* the whole block, as read-ahead, but for other staged pieces (reading them
-			 * back needs a commit); for a read-modify-write only the touched pieces */
+			 * back needs a commit) */
 			unsigned want = touch;
-			for (unsigned u = 0; u < slot_subs(i) && !rmw; u++)
+			for (unsigned u = 0; u < slot_subs(i); u++)
 				if (!staged_len(o, p0 + u))
 					want |= 1u << u;
 			r = slot_fill(o, sl, want, false);
