@@ -1009,6 +1009,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	/* a target is decrypted like a name: asked like the node's attributes, so that a
+	 * walk served from the kernel's cache (a cwd or fd kept inside a patient) still
+	 * needs the policy for it */
+	GATE_OR_RETURN(req, PHI_OP_GETATTR, PHI_AE_NONE, 'R', N(FS(req), ino), NULL);
 	struct phifs *fs = FS(req);
 	struct node *n = N(fs, ino);
 	char path[PHI_STORE_PATH_MAX], enc[PHI_STORE_PATH_MAX], out[PHI_STORE_PATH_MAX];

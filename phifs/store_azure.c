@@ -1493,14 +1493,15 @@ static bool list_stopped(void *ctx)
 	return ((struct list_ctx *)ctx)->stop != 0;
 }
 
-/* 0 if path is a directory (or the root); -ENOTDIR, -ENOENT, -ELOOP for a symlink */
-static int dir_check(struct az_store *s, const char *path, char *blob, size_t size)
+/* 0 if path is a directory (or the root); -ENOTDIR, -ENOENT, -ELOOP for a symlink. cached:
+ * the attribute cache may answer (readdir, fsync_dir), not before a delete (rmdir) */
+static int dir_check(struct az_store *s, const char *path, char *blob, size_t size, bool cached)
 {
 	int r = blob_name(s, path, blob, size);
 	if (r < 0 || !*path)
 		return r;
 	struct meta m;
-	r = head_cached(s, blob, &m, NULL);
+	r = cached ? head_cached(s, blob, &m, NULL) : head_blob(s, blob, &m, NULL, NULL, 0);
 	if (r == -ENOENT)
 		return parent_check(s, path) == -ENOTDIR ? -ENOTDIR : -ENOENT;
 	if (r < 0)
@@ -1517,7 +1518,7 @@ static int az_readdir(struct phi_store *ps, const char *path, phi_store_dirent_f
 	if (r < 0)
 		return r;
 	char blob[PHI_STORE_PATH_MAX + 1100];
-	r = dir_check(s, path, blob, sizeof blob);
+	r = dir_check(s, path, blob, sizeof blob, true);
 	if (r < 0)
 		return r;
 	char pfx[sizeof blob + 1];
@@ -1546,7 +1547,7 @@ static int az_rmdir(struct phi_store *ps, const char *path)
 	if (r < 0)
 		return r;
 	char blob[PHI_STORE_PATH_MAX + 1100];
-	r = dir_check(s, path, blob, sizeof blob);
+	r = dir_check(s, path, blob, sizeof blob, false);
 	if (r < 0)
 		return r == -ELOOP ? -ENOTDIR : r;
 	r = dir_nonempty(s, blob);
@@ -1723,7 +1724,7 @@ static int az_fsync_dir(struct phi_store *ps, const char *path)
 	if (r < 0)
 		return r;
 	char blob[PHI_STORE_PATH_MAX + 1100];
-	r = dir_check(to_az(ps), path, blob, sizeof blob);
+	r = dir_check(to_az(ps), path, blob, sizeof blob, true);
 	return r == -ELOOP ? -ENOTDIR : r;
 }
 

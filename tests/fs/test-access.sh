@@ -107,8 +107,16 @@ ok "metadata cached for one caller is not served to another"
 
 # a process already inside the patient when its grant goes (its cwd skips the patient's
 # gate) sees cached metadata for at most a second more, then EACCES
+as 4001 ln -s "target-of-the-link" "$A/notes/ln" || fail "provider symlink"
 as 4001 sh -c "cd '$A/notes' && sleep 4 && exec stat n1.txt" >"$T/cwd.out" 2>&1 &
 cwdpid=$!
+# while a caller with a grant (root, service) keeps walking to the link, its dentry stays
+# in the kernel's cache, which the revoked holder's walk from its cwd may use; reading the
+# link's target still asks the policy (op_readlink's gate)
+as 4001 sh -c "cd '$A/notes' && sleep 4 && exec readlink ln" >"$T/rl.out" 2>&1 &
+rlpid=$!
+(for _ in $(seq 40); do stat "$A/notes/ln" >/dev/null 2>&1; sleep 0.15; done) &
+walkpid=$!
 sleep 0.5
 # revocation reaches the running mount within a second (policy refresh), no remount
 G revoke "$gid" >/dev/null
@@ -116,6 +124,10 @@ sleep 1.2
 denied 4001 cat "$A/notes/n1.txt"
 wait "$cwdpid" && fail "a process inside the patient still stats after the revocation"
 grep -q "ermission denied" "$T/cwd.out" || fail "cwd inside the patient: $(cat "$T/cwd.out")"
+wait "$rlpid" && fail "a process inside the patient still reads a link's target after the revocation"
+! grep -q "target-of-the-link" "$T/rl.out" || fail "link target served after the revocation"
+wait "$walkpid" || true
+rm -f "$A/notes/ln"
 ok "revoked grant denied by the running mount, also to a process already inside the patient"
 
 # job 4002: reads the patient, writes only under results/
