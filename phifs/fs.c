@@ -81,6 +81,7 @@ struct node {
 	struct phi_store_obj *obj;
 	struct phi_cfile *cf;
 	unsigned opens;
+	unsigned writers; /* open write-only handles; guarded by io */
 	struct phi_store_stat last;
 };
 
@@ -1604,6 +1605,21 @@ static int handle_new(const struct phifs *fs, struct node *n, int flags, struct 
 	return 0;
 }
 
+/* A write-only handle came (d = 1) or went (d = -1); with n->io held and n->obj attached.
+ * The store hears when the first comes and the last goes (write_intent): small reads are
+ * then the read halves of its read-modify-writes. Not O_RDWR handles: theirs may be a
+ * program's own random reads (a database file), for which fetching a whole store piece
+ * (store_azure: 1 MiB) instead of the bytes would cost 256 times the download. */
+static void writers_add(struct phifs *fs, struct node *n, int flags, int d)
+{
+	if ((flags & O_ACCMODE) != O_WRONLY)
+		return;
+	if (d > 0 ? n->writers++ != 0 : --n->writers != 0)
+		return;
+	if (n->obj && fs->s->ops->write_intent)
+		fs->s->ops->write_intent(n->obj, d > 0);
+}
+
 /* open node n for handle fi (shared by open and create-of-existing) */
 static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi)
 {
@@ -1621,10 +1637,12 @@ static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi
 	r = attach(fs, n, path, (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY);
 	if (r >= 0)
 		r = handle_new(fs, n, fi->flags, fi);
-	if (r >= 0)
+	if (r >= 0) {
 		n->opens++;
-	else if (!n->opens)
+		writers_add(fs, n, fi->flags, 1);
+	} else if (!n->opens) {
 		detach(fs, n);
+	}
 	pthread_mutex_unlock(&n->io);
 	if (r >= 0) {
 		pthread_mutex_lock(&fs->lock);
@@ -1720,6 +1738,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		n->cf = cf;
 	}
 	n->opens++;
+	writers_add(fs, n, fi->flags, 1);
 	pthread_mutex_unlock(&n->io);
 	pthread_mutex_lock(&fs->lock);
 	n->refs++;
@@ -1828,6 +1847,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct node *n = h->n;
 	pthread_mutex_lock(&n->io);
+	writers_add(fs, n, h->flags, -1);
 	if (--n->opens == 0)
 		detach(fs, n);
 	pthread_mutex_unlock(&n->io);

@@ -88,6 +88,10 @@ struct phi_store_ops {
 	int (*fsync)(struct phi_store_obj *o, bool datasync);
 	/* Releases the object; returns the deferred write error, if any. */
 	int (*release)(struct phi_store_obj *o);
+	/* Optional (NULL: ignored). on while the caller has a write-only handle on the
+	 * object: small reads are then the read halves of read-modify-writes, which a store
+	 * that uploads in larger units may serve by fetching those units (store_azure: pieces). */
+	void (*write_intent)(struct phi_store_obj *o, bool on);
 
 	/* Small whole objects (headers, wrapped keys, grants): read up to max bytes,
 	 * and replace atomically and durably (temp + fsync + rename + dir fsync). */

@@ -484,6 +484,44 @@ static void test_overwrite_cost(struct phi_store *s)
 	CHECK_EQ(c.requests, 4);
 	CHECK(c.bytes_up >= P && c.bytes_up <= P + 8192);
 	CHECK(c.bytes_down >= P && c.bytes_down <= P + 16384);
+	/* as phifs does it: the two cipher blocks a write covers in part are read first, then
+	 * written; the reads fetch the piece the commit uploads, so no more requests. Only
+	 * while the caller says it can write (phifs opens every object O_RDWR): without that,
+	 * a small read stays a ranged GET of just its bytes */
+	{
+		struct phi_az_stats b0;
+		struct phi_store_obj *rw = NULL;
+		uint8_t hdr[32], cbuf[2 * 4124];
+		size_t got = 0;
+		const uint64_t at = (14u << 20) + 32 + 100 * 4124;
+		CHECK_OK(o->open(s, "ow", O_RDWR, 0, &rw));
+		CHECK_OK(phi_az_stats(s, &b0));
+		CHECK_OK(o->pread(rw, cbuf, 4124, at - 50 * 4124, &got));
+		CHECK_MEM(cbuf, want + at - 50 * 4124, 4124);
+		c = stats_since(s, &b0);
+		CHECK_EQ(c.requests, 1);
+		CHECK(c.bytes_down <= 8192);
+		CHECK_OK(o->release(rw));
+		rw = NULL;
+		CHECK_OK(phi_az_stats(s, &b0));
+		CHECK_OK(o->open(s, "ow", O_RDWR, 0, &rw));
+		o->write_intent(rw, true);
+		CHECK_OK(o->pread(rw, hdr, sizeof hdr, 0, &got));
+		CHECK_OK(o->pread(rw, cbuf, 4124, at, &got));
+		CHECK_EQ(got, 4124);
+		CHECK_MEM(cbuf, want + at, 4124);
+		CHECK_OK(o->pread(rw, cbuf + 4124, 4124, at + 4124, &got));
+		CHECK_MEM(cbuf + 4124, want + at + 4124, 4124);
+		fill(want + at + 1000, 4124, at + 1000, 13);
+		CHECK_OK(o->pwrite(rw, want + at + 1000, 4124, at + 1000));
+		CHECK_OK(o->fsync(rw, true));
+		CHECK_OK(o->release(rw));
+		c = stats_since(s, &b0);
+		fprintf(stderr, "# read-modify-write of two cipher blocks: %" PRIu64 " requests\n", c.requests);
+		CHECK_EQ(c.requests, 4); /* open, the piece, Put Block, Put Block List */
+		CHECK(c.bytes_down >= P && c.bytes_down <= P + 16384);
+		check_content(s, "ow", want, size);
+	}
 	/* across a piece boundary: both pieces, in one GET */
 	c = overwrite(s, "ow", want, (3u << 20) - 2000, cb, 7);
 	CHECK_EQ(c.requests, 5);
