@@ -35,7 +35,7 @@ azurite_start() {
 	# acknowledged data to be there
 	"$here/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZ_PORT" \
 		--location "$AZ_DIR/data" --loose --skipApiVersionCheck --disableTelemetry \
-		--silent >>"$AZ_DIR/azurite.log" 2>&1 &
+		${AZURITE_DEBUG:+--debug "$AZ_DIR/debug.log"} --silent >>"$AZ_DIR/azurite.log" 2>&1 &
 	AZURITE_PID=$!
 	for _ in $(seq 200); do
 		if curl -s -o /dev/null "http://127.0.0.1:$AZ_PORT/devstoreaccount1?comp=list"; then

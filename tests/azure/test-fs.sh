@@ -96,6 +96,41 @@ PY
 cmp "$P/big.bin" "$T/big.ref" || fail "large file"
 ok "large file across blocks, 4 KiB overwrite"
 
+# what a 4 KiB overwrite asks of the service (Azurite's request log, azurite.sh with
+# AZURITE_DEBUG): through a write-only handle phifs tells the store (write_intent), and the
+# two cipher blocks the write covers in part come with the 1 MiB piece the commit uploads:
+# 2 downloads (the open's header, the piece); through a read-only handle a 4 KiB read
+# stays a ranged GET of about 8 KiB
+if [ -n "${AZURITE_DEBUG:-}" ] && [ -f "$AZ_DIR/debug.log" ]; then
+	downloads() { # the ranges (bytes) of the Get Blob requests logged since the mark
+		tail -c +"$1" "$AZ_DIR/debug.log" | grep -o '"x-ms-range":"bytes=[0-9]*-[0-9]*"' |
+			sed 's/.*=\([0-9]*\)-\([0-9]*\)"/\1 \2/' | awk '{ print $2 - $1 + 1 }' | paste -sd' '
+	}
+	commits() { tail -c +"$1" "$AZ_DIR/debug.log" | grep -c 'Operation=BlockBlob_CommitBlockList' || true; }
+	mark=$(($(stat -c %s "$AZ_DIR/debug.log") + 1))
+	python3 -c "
+import os
+fd = os.open('$P/big.bin', os.O_WRONLY)
+os.pwrite(fd, os.urandom(4096), 9 * 1024 * 1024 + 5000)
+os.fsync(fd)
+os.close(fd)"
+	for _ in $(seq 50); do [ "$(commits "$mark")" -ge 1 ] && break; sleep 0.1; done
+	got=$(downloads "$mark")
+	set -- $got
+	[ $# = 2 ] && [ "$2" = 1048576 ] || fail "O_WRONLY 4 KiB overwrite: downloads of $got bytes, want the header and one 1 MiB piece"
+	mark=$(($(stat -c %s "$AZ_DIR/debug.log") + 1))
+	python3 -c "
+import os
+fd = os.open('$P/big.bin', os.O_RDONLY)
+os.pread(fd, 4096, 3 * 1024 * 1024 + 5000)
+os.close(fd)"
+	sleep 0.3
+	got=$(downloads "$mark")
+	for n in $got; do [ "$n" -le 16384 ] || fail "O_RDONLY 4 KiB read: downloads of $got bytes"; done
+	[ -n "$got" ] || fail "O_RDONLY 4 KiB read: no download logged"
+	ok "4 KiB overwrite through O_WRONLY: the header and one 1 MiB piece downloaded; a 4 KiB read through O_RDONLY: $got bytes"
+fi
+
 python3 - "$P" <<'PY'
 import os, sys
 from multiprocessing import Process
