@@ -210,22 +210,14 @@ int runconf_load(struct runconf *c, const char *path, char *err, size_t errlen)
 	}
 	char buf[65536];
 	size_t n = 0;
-	for (;;) {
-		ssize_t k = read(fd, buf + n, sizeof buf - n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			int r = -errno;
-			snprintf(err, errlen, "%s: %s", path, strerror(-r));
-			return r;
-		}
-		if (k == 0)
-			break;
-		n += (size_t)k;
-		if (n == sizeof buf) {
-			snprintf(err, errlen, "%s: larger than %zu bytes", path, sizeof buf - 1);
-			return -EFBIG;
-		}
+	int r = phi_read_small(fd, buf, sizeof buf, &n);
+	if (r == -EFBIG) {
+		snprintf(err, errlen, "%s: larger than %zu bytes", path, sizeof buf - 1);
+		return r;
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		return r;
 	}
 	return runconf_parse(c, buf, n, err, errlen);
 }

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,19 +10,6 @@
 #include <unistd.h>
 
 #include "util.h"
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
 
 /* Slots as spoold hands them out (spoold/config.c set_slots): decimal 0..1023, no leading
  * zeros (CUDA would read "01" as 1, which would pass a repeat check on the text), no
@@ -86,7 +72,7 @@ int runfile_parse(const char *buf, size_t len, struct runfile *ret, char *err, s
 {
 	struct runfile rf = { 0 };
 	if (len > RUNFILE_MAX_BYTES)
-		return fail(err, errlen, -EFBIG, "larger than %d bytes", RUNFILE_MAX_BYTES);
+		return phi_errf(err, errlen, -EFBIG, "larger than %d bytes", RUNFILE_MAX_BYTES);
 	size_t pos = 0;
 	unsigned line = 0;
 	while (pos < len) {
@@ -101,20 +87,20 @@ int runfile_parse(const char *buf, size_t len, struct runfile *ret, char *err, s
 		 * take for something else */
 		for (size_t i = 0; i < n; i++)
 			if ((unsigned char)l[i] < 0x20 || (unsigned char)l[i] > 0x7e)
-				return fail(err, errlen, -EINVAL, "line %u: a byte that is not printable ASCII", line);
+				return phi_errf(err, errlen, -EINVAL, "line %u: a byte that is not printable ASCII", line);
 		if (n == 0 || l[0] == '#')
 			continue;
 		const char *eq = memchr(l, '=', n);
 		if (!eq)
-			return fail(err, errlen, -EINVAL, "line %u: not key=value", line);
+			return phi_errf(err, errlen, -EINVAL, "line %u: not key=value", line);
 		size_t kn = (size_t)(eq - l);
 		const char *v = eq + 1;
 		size_t vn = n - kn - 1;
 		if (kn == strlen("cuda_visible_devices") && !memcmp(l, "cuda_visible_devices", kn)) {
 			if (rf.has_slots)
-				return fail(err, errlen, -EINVAL, "line %u: cuda_visible_devices: given twice", line);
+				return phi_errf(err, errlen, -EINVAL, "line %u: cuda_visible_devices: given twice", line);
 			if (vn >= sizeof rf.slots || slots_check(v, vn) < 0)
-				return fail(err, errlen, -EINVAL,
+				return phi_errf(err, errlen, -EINVAL,
 					    "line %u: cuda_visible_devices: not a list of GPU slots (0-%d, comma-separated, at most %d)",
 					    line, RUNFILE_SLOT_MAX, RUNFILE_SLOTS_MAX);
 			memcpy(rf.slots, v, vn);
@@ -122,9 +108,9 @@ int runfile_parse(const char *buf, size_t len, struct runfile *ret, char *err, s
 			rf.has_slots = true;
 		} else if (kn == strlen("attempt") && !memcmp(l, "attempt", kn)) {
 			if (rf.has_attempt)
-				return fail(err, errlen, -EINVAL, "line %u: attempt: given twice", line);
+				return phi_errf(err, errlen, -EINVAL, "line %u: attempt: given twice", line);
 			if (attempt_check(v, vn) < 0)
-				return fail(err, errlen, -EINVAL,
+				return phi_errf(err, errlen, -EINVAL,
 					    "line %u: attempt: not an attempt name ([A-Za-z0-9_.-], 1-%d, no leading '.')",
 					    line, RUNFILE_ATTEMPT_MAX);
 			memcpy(rf.attempt, v, vn);
@@ -132,7 +118,7 @@ int runfile_parse(const char *buf, size_t len, struct runfile *ret, char *err, s
 			rf.has_attempt = true;
 		} else {
 			/* the name is not repeated: it is another user's text */
-			return fail(err, errlen, -EINVAL,
+			return phi_errf(err, errlen, -EINVAL,
 				    "line %u: unknown key (only cuda_visible_devices and attempt)", line);
 		}
 	}
@@ -145,31 +131,22 @@ int runfile_load(const char *path, struct runfile *ret, char *err, size_t errlen
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
-		return fail(err, errlen, -e, "%s", strerror(e));
+		return phi_errf(err, errlen, -e, "%s", strerror(e));
 	}
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		int e = errno;
-		return fail(err, errlen, -e, "%s", strerror(e));
+		return phi_errf(err, errlen, -e, "%s", strerror(e));
 	}
 	/* not a FIFO or a device that would block or never end */
 	if (!S_ISREG(st.st_mode))
-		return fail(err, errlen, -EINVAL, "not a regular file");
+		return phi_errf(err, errlen, -EINVAL, "not a regular file");
 	char buf[RUNFILE_MAX_BYTES + 1];
 	size_t n = 0;
-	for (;;) {
-		ssize_t k = read(fd, buf + n, sizeof buf - n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			int e = errno;
-			return fail(err, errlen, -e, "%s", strerror(e));
-		}
-		if (k == 0)
-			break;
-		n += (size_t)k;
-		if (n == sizeof buf)
-			return fail(err, errlen, -EFBIG, "larger than %d bytes", RUNFILE_MAX_BYTES);
-	}
+	int r = phi_read_small(fd, buf, sizeof buf, &n);
+	if (r == -EFBIG)
+		return phi_errf(err, errlen, r, "larger than %d bytes", RUNFILE_MAX_BYTES);
+	if (r < 0)
+		return phi_errf(err, errlen, r, "%s", strerror(-r));
 	return runfile_parse(buf, n, ret, err, errlen);
 }

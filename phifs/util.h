@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -81,6 +82,41 @@ static inline void phi_fclosep(FILE **f)
 	})
 
 /* Convert a libc-style "-1 and errno" result into 0 / -errno. */
+/* Formats a message into err (when given) and returns r: the parsers' error exit. */
+static inline int phi_errf(char *err, size_t errlen, int r, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static inline int phi_errf(char *err, size_t errlen, int r, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return r;
+}
+
+/* Reads fd to its end into buf: 0 with *ret_n, or -EFBIG when it fills buf (so a file of
+ * size bytes or more is refused: callers pass one byte more than they accept), -errno. */
+static inline int phi_read_small(int fd, void *buf, size_t size, size_t *ret_n)
+{
+	size_t n = 0;
+	for (;;) {
+		ssize_t k = read(fd, (char *)buf + n, size - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			break;
+		n += (size_t)k;
+		if (n == size)
+			return -EFBIG;
+	}
+	*ret_n = n;
+	return 0;
+}
+
 static inline int phi_neg_errno(void)
 {
 	return errno > 0 ? -errno : -EIO;

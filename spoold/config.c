@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <grp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -228,19 +227,6 @@ static int set_key(struct config *c, const char *k, const char *v, const char **
 	return -ENOENT;
 }
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
-
 static bool is_space(char ch)
 {
 	return ch == ' ' || ch == '\t' || ch == '\r';
@@ -249,7 +235,7 @@ static bool is_space(char ch)
 int config_parse(struct config *c, const void *buf, size_t len, char *err, size_t errlen)
 {
 	if (len > CONFIG_MAX_BYTES)
-		return fail(err, errlen, -EFBIG, "config larger than %d bytes", CONFIG_MAX_BYTES);
+		return phi_errf(err, errlen, -EFBIG, "config larger than %d bytes", CONFIG_MAX_BYTES);
 	struct config tmp = *c; /* outputs written only on success */
 	struct phi_cur cur = phi_cur_init(buf, len);
 	unsigned line = 0;
@@ -263,11 +249,11 @@ int config_parse(struct config *c, const void *buf, size_t len, char *err, size_
 		(void)phi_cur_ref(&cur, &dummy, n < phi_cur_left(&cur) ? n + 1 : n);
 		char l[CONFIG_PATH_MAX + 128];
 		if (n >= sizeof l)
-			return fail(err, errlen, -EINVAL, "line %u: too long", line);
+			return phi_errf(err, errlen, -EINVAL, "line %u: too long", line);
 		memcpy(l, start, n);
 		l[n] = 0;
 		if (memchr(l, 0, n))
-			return fail(err, errlen, -EINVAL, "line %u: NUL byte", line);
+			return phi_errf(err, errlen, -EINVAL, "line %u: NUL byte", line);
 		char *p = l;
 		while (is_space(*p))
 			p++;
@@ -275,7 +261,7 @@ int config_parse(struct config *c, const void *buf, size_t len, char *err, size_
 			continue;
 		char *eq = strchr(p, '=');
 		if (!eq)
-			return fail(err, errlen, -EINVAL, "line %u: expected key = value", line);
+			return phi_errf(err, errlen, -EINVAL, "line %u: expected key = value", line);
 		char *ke = eq;
 		while (ke > p && is_space(ke[-1]))
 			ke--;
@@ -294,7 +280,7 @@ int config_parse(struct config *c, const void *buf, size_t len, char *err, size_
 			for (i = 0; p[i] && i < 32; i++)
 				kk[i] = (p[i] > 0x20 && p[i] < 0x7f) ? p[i] : '?';
 			kk[i] = 0;
-			return fail(err, errlen, -EINVAL, "line %u: %s: %s", line, kk, problem);
+			return phi_errf(err, errlen, -EINVAL, "line %u: %s: %s", line, kk, problem);
 		}
 	}
 	*c = tmp;
@@ -305,18 +291,18 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return fail(err, errlen, phi_neg_errno(), "cannot open config: %s", strerror(errno));
+		return phi_errf(err, errlen, phi_neg_errno(), "cannot open config: %s", strerror(errno));
 	_cleanup_buf_ struct phi_buf b;
 	phi_buf_init(&b, CONFIG_MAX_BYTES + 1);
 	for (;;) {
 		int r = phi_buf_reserve(&b, 4096 < b.max - b.len ? 4096 : b.max - b.len);
 		if (r < 0 || b.len == b.max)
-			return fail(err, errlen, -EFBIG, "config larger than %d bytes", CONFIG_MAX_BYTES);
+			return phi_errf(err, errlen, -EFBIG, "config larger than %d bytes", CONFIG_MAX_BYTES);
 		ssize_t n = read(fd, b.p + b.len, b.cap - b.len);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return fail(err, errlen, phi_neg_errno(), "cannot read config");
+			return phi_errf(err, errlen, phi_neg_errno(), "cannot read config");
 		}
 		if (n == 0)
 			break;
@@ -337,7 +323,7 @@ int config_resolve(struct config *c, char *err, size_t errlen)
 			c->admin_gid = (gid_t)g;
 			return 0;
 		}
-		return fail(err, errlen, -ENOENT, "admin_group: no such group");
+		return phi_errf(err, errlen, -ENOENT, "admin_group: no such group");
 	}
 	c->admin_gid = res->gr_gid;
 	return 0;

@@ -4,7 +4,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,19 +13,6 @@
 #include "phifs/util.h"
 
 static const char *const purposes[] = { "treatment", "payment", "operations", "research" };
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
 
 int job_id_valid(const char *id)
 {
@@ -222,7 +208,7 @@ static int parse_fields(const cJSON *root, struct job *j, char *err, size_t errl
 	int r;
 
 	if (!cJSON_IsObject(root))
-		return fail(err, errlen, -EINVAL, "(top level): must be a JSON object");
+		return phi_errf(err, errlen, -EINVAL, "(top level): must be a JSON object");
 	for (const cJSON *it = root->child; it; it = it->next) {
 		size_t k;
 		for (k = 0; k < F__N; k++)
@@ -231,58 +217,58 @@ static int parse_fields(const cJSON *root, struct job *j, char *err, size_t errl
 		char kk[40];
 		safe_key(it->string, kk);
 		if (k == F__N)
-			return fail(err, errlen, -EINVAL, "%s: unknown field", kk);
+			return phi_errf(err, errlen, -EINVAL, "%s: unknown field", kk);
 		if (f[k])
-			return fail(err, errlen, -EINVAL, "%s: duplicate field", kk);
+			return phi_errf(err, errlen, -EINVAL, "%s: duplicate field", kk);
 		f[k] = it;
 	}
 	for (size_t k = 0; k < F__N; k++)
 		if (field_required[k] && !f[k])
-			return fail(err, errlen, -EINVAL, "%s: missing", field_names[k]);
+			return phi_errf(err, errlen, -EINVAL, "%s: missing", field_names[k]);
 
 	if (get_uint(f[F_VERSION], 0, UINT32_MAX, &v) < 0)
-		return fail(err, errlen, -EINVAL, "version: must be an integer");
+		return phi_errf(err, errlen, -EINVAL, "version: must be an integer");
 	if (v != JOB_VERSION)
-		return fail(err, errlen, -EINVAL, "version: unsupported (this spoold reads %d)",
+		return phi_errf(err, errlen, -EINVAL, "version: unsupported (this spoold reads %d)",
 			    JOB_VERSION);
 	j->version = (uint32_t)v;
 
 	const char *s;
 	if (get_str(f[F_ID], JOB_ID_MAX, &s, &pr) < 0)
-		return fail(err, errlen, -EINVAL, "id: %s", pr);
+		return phi_errf(err, errlen, -EINVAL, "id: %s", pr);
 	if (job_id_valid(s) < 0)
-		return fail(err, errlen, -EINVAL,
+		return phi_errf(err, errlen, -EINVAL,
 			    "id: only A-Z a-z 0-9 _ . - allowed, not starting with '.'");
 	strcpy(j->id, s);
 	if (get_str(f[F_PATIENT], JOB_ID_MAX, &s, &pr) < 0)
-		return fail(err, errlen, -EINVAL, "patient: %s", pr);
+		return phi_errf(err, errlen, -EINVAL, "patient: %s", pr);
 	if (job_id_valid(s) < 0)
-		return fail(err, errlen, -EINVAL,
+		return phi_errf(err, errlen, -EINVAL,
 			    "patient: only A-Z a-z 0-9 _ . - allowed, not starting with '.'");
 	strcpy(j->patient, s);
 
 	const cJSON *docs = f[F_DOCUMENTS];
 	if (!cJSON_IsArray(docs))
-		return fail(err, errlen, -EINVAL, "documents: must be an array of strings");
+		return phi_errf(err, errlen, -EINVAL, "documents: must be an array of strings");
 	size_t nd = 0;
 	for (const cJSON *d = docs->child; d; d = d->next, nd++) {
 		if (nd >= JOB_MAX_DOCS)
-			return fail(err, errlen, -EINVAL, "documents: more than %d entries",
+			return phi_errf(err, errlen, -EINVAL, "documents: more than %d entries",
 				    JOB_MAX_DOCS);
 		if (!cJSON_IsString(d) || !d->valuestring)
-			return fail(err, errlen, -EINVAL, "documents[%zu]: must be a string", nd);
+			return phi_errf(err, errlen, -EINVAL, "documents[%zu]: must be a string", nd);
 		if (job_doc_valid(d->valuestring, &pr) < 0)
-			return fail(err, errlen, -EINVAL, "documents[%zu]: %s", nd, pr);
+			return phi_errf(err, errlen, -EINVAL, "documents[%zu]: %s", nd, pr);
 		j->documents[nd] = strdup(d->valuestring);
 		if (!j->documents[nd])
 			return -ENOMEM;
 		j->ndocuments = nd + 1;
 	}
 	if (nd == 0)
-		return fail(err, errlen, -EINVAL, "documents: must not be empty");
+		return phi_errf(err, errlen, -EINVAL, "documents: must not be empty");
 
 	if (get_str(f[F_TASK], 16, &s, &pr) < 0)
-		return fail(err, errlen, -EINVAL, "task: %s", pr);
+		return phi_errf(err, errlen, -EINVAL, "task: %s", pr);
 	if (strcmp(s, "summarize") == 0)
 		j->task = JOB_SUMMARIZE;
 	else if (strcmp(s, "extract") == 0)
@@ -290,27 +276,27 @@ static int parse_fields(const cJSON *root, struct job *j, char *err, size_t errl
 	else if (strcmp(s, "question") == 0)
 		j->task = JOB_QUESTION;
 	else
-		return fail(err, errlen, -EINVAL, "task: must be summarize, extract or question");
+		return phi_errf(err, errlen, -EINVAL, "task: must be summarize, extract or question");
 	if (f[F_PROMPT]) {
 		if (j->task == JOB_SUMMARIZE)
-			return fail(err, errlen, -EINVAL, "prompt: not allowed with task summarize");
+			return phi_errf(err, errlen, -EINVAL, "prompt: not allowed with task summarize");
 		if (get_str(f[F_PROMPT], JOB_PROMPT_MAX, &s, &pr) < 0)
-			return fail(err, errlen, -EINVAL, "prompt: %s", pr);
+			return phi_errf(err, errlen, -EINVAL, "prompt: %s", pr);
 		j->prompt = strdup(s);
 		if (!j->prompt)
 			return -ENOMEM;
 	} else if (j->task == JOB_QUESTION)
-		return fail(err, errlen, -EINVAL, "prompt: missing (required with task question)");
+		return phi_errf(err, errlen, -EINVAL, "prompt: missing (required with task question)");
 
 	if (get_str(f[F_MODEL], JOB_MODEL_MAX, &s, &pr) < 0)
-		return fail(err, errlen, -EINVAL, "model: %s", pr);
+		return phi_errf(err, errlen, -EINVAL, "model: %s", pr);
 	if (job_doc_valid(s, &pr) < 0)
-		return fail(err, errlen, -EINVAL, "model: %s", pr);
+		return phi_errf(err, errlen, -EINVAL, "model: %s", pr);
 	strcpy(j->model, s);
 
 	r = get_uint(f[F_MAX_TOKENS], 1, JOB_MAX_TOKENS, &v);
 	if (r < 0)
-		return fail(err, errlen, -EINVAL, "max_tokens: %s",
+		return phi_errf(err, errlen, -EINVAL, "max_tokens: %s",
 			    r == -ERANGE ? "must be an integer from 1 to 32768" : "must be a number");
 	j->max_tokens = (uint32_t)v;
 
@@ -318,39 +304,39 @@ static int parse_fields(const cJSON *root, struct job *j, char *err, size_t errl
 	if (f[F_PRIORITY]) {
 		r = get_uint(f[F_PRIORITY], 0, 9, &v);
 		if (r < 0)
-			return fail(err, errlen, -EINVAL, "priority: %s",
+			return phi_errf(err, errlen, -EINVAL, "priority: %s",
 				    r == -ERANGE ? "must be an integer from 0 to 9" : "must be a number");
 		j->priority = (int)v;
 	}
 	if (get_str(f[F_REQUESTED_BY], JOB_WHO_MAX, &s, &pr) < 0)
-		return fail(err, errlen, -EINVAL, "requested_by: %s", pr);
+		return phi_errf(err, errlen, -EINVAL, "requested_by: %s", pr);
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return fail(err, errlen, -EINVAL, "requested_by: control character");
+			return phi_errf(err, errlen, -EINVAL, "requested_by: control character");
 	strcpy(j->requested_by, s);
 
 	if (get_str(f[F_PURPOSE], 15, &s, &pr) < 0)
-		return fail(err, errlen, -EINVAL, "purpose: %s", pr);
+		return phi_errf(err, errlen, -EINVAL, "purpose: %s", pr);
 	size_t k;
 	for (k = 0; k < ARRAY_SIZE(purposes); k++)
 		if (strcmp(s, purposes[k]) == 0)
 			break;
 	if (k == ARRAY_SIZE(purposes))
-		return fail(err, errlen, -EINVAL,
+		return phi_errf(err, errlen, -EINVAL,
 			    "purpose: must be treatment, payment, operations or research");
 	strcpy(j->purpose, s);
 
 	if (f[F_DEADLINE]) {
 		if (get_str(f[F_DEADLINE], 32, &s, &pr) < 0)
-			return fail(err, errlen, -EINVAL, "deadline: %s", pr);
+			return phi_errf(err, errlen, -EINVAL, "deadline: %s", pr);
 		if (job_parse_time(s, &j->deadline_ms) < 0)
-			return fail(err, errlen, -EINVAL,
+			return phi_errf(err, errlen, -EINVAL,
 				    "deadline: must be RFC 3339 UTC, e.g. 2026-01-31T18:00:00Z");
 	}
 	if (f[F_ESTIMATED_TOKENS]) {
 		r = get_uint(f[F_ESTIMATED_TOKENS], 1, UINT32_MAX, &v);
 		if (r < 0)
-			return fail(err, errlen, -EINVAL, "estimated_tokens: %s",
+			return phi_errf(err, errlen, -EINVAL, "estimated_tokens: %s",
 				    r == -ERANGE ? "must be a positive integer" : "must be a number");
 		j->estimated_tokens = v;
 	}
@@ -362,17 +348,17 @@ int job_parse(const void *buf, size_t len, struct job **ret, char *err, size_t e
 	if (err && errlen)
 		err[0] = 0;
 	if (len > JOB_MAX_BYTES)
-		return fail(err, errlen, -EFBIG, "(file): larger than %d bytes", JOB_MAX_BYTES);
+		return phi_errf(err, errlen, -EFBIG, "(file): larger than %d bytes", JOB_MAX_BYTES);
 	const char *end = NULL;
 	cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, false);
 	if (!root)
-		return fail(err, errlen, -EBADMSG, "(file): not valid JSON (at byte %zu)",
+		return phi_errf(err, errlen, -EBADMSG, "(file): not valid JSON (at byte %zu)",
 			    end ? (size_t)(end - (const char *)buf) : (size_t)0);
 	/* only whitespace may follow the object */
 	for (const char *p = end; p && p < (const char *)buf + len; p++)
 		if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
 			cJSON_Delete(root);
-			return fail(err, errlen, -EBADMSG, "(file): trailing data after the JSON object");
+			return phi_errf(err, errlen, -EBADMSG, "(file): trailing data after the JSON object");
 		}
 	struct job *j = calloc(1, sizeof(*j));
 	if (!j) {
