@@ -36,14 +36,14 @@
  * patient directories (and negative entries at the root) are never cached: every walk from
  * the root is gated at its patient, for each caller. Below a patient, lookup and getattr
  * decisions depend only on the caller and the patient (policy.c, role_allows), so a walk
- * that passed its patient's gate may use the cache there; what stays visible to a walk that
- * starts below a patient (a cwd or a directory fd) after a revocation is metadata for at
- * most CACHE_S, the time the access issue allows for grant changes. Opens are always gated.
- * Attributes are cached everywhere, the patient's too: its mode is a constant 0777 under
- * access control (patient_mode), so the kernel's permission check (default_permissions)
- * decides the same for every caller, and what a cached patient attribute shows is metadata
- * to a holder of the directory, for at most CACHE_S like the rest. Without it every walk
- * through a patient cost a GETATTR right after the gated LOOKUP (5 requests per open, now 4). */
+ * that passed its patient's gate may use the cache there. Attributes are cached everywhere,
+ * the patient's too: its mode is a constant 0777 under access control (patient_mode), so
+ * the kernel's permission check (default_permissions) decides the same for every caller;
+ * without it every walk through a patient cost a GETATTR right after the gated LOOKUP (5
+ * requests per open, now 4). What this leaves (docs/access-policy.md): a walk that starts at
+ * or below a patient (a cwd or a directory fd kept after a revocation) is answered from the
+ * cache, for CACHE_S if nobody else walks there, for as long as granted callers keep the
+ * same entries cached otherwise; metadata only, as open, opendir and readlink are gated. */
 #define CACHE_S 1.0
 #define ENTRY_TIMEOUT_FOR(fs, n) ((fs)->opts.grants && (n)->kind == K_PATIENT ? 0.0 : CACHE_S)
 #define KEY_RECHECK_S 1 /* key file changes (rotate, shred) are seen within a second */
