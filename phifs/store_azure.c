@@ -24,6 +24,8 @@
  */
 #include "store_azure.h"
 
+#include "az_journal.h"
+
 #include <curl/curl.h>
 #include <dirent.h>
 #include <inttypes.h>
@@ -420,6 +422,8 @@ struct az_store {
 	struct acache_ent *cache; /* ACACHE_SLOTS, direct-mapped by name hash */
 
 	uint64_t st_requests, st_up, st_down; /* phi_az_stats, atomic */
+
+	struct phi_ajd *jd; /* the write journal's directory; NULL: cache_dir=none */
 };
 
 struct acache_ent {
@@ -469,6 +473,8 @@ struct phi_store_obj {
 	uint8_t head[OPEN_READ]; /* the first head_len bytes, read by the open; dropped by any */
 	size_t head_len;         /* write or truncate */
 	uint64_t next_read; /* block a sequential reader asks for next (0: nothing read yet) */
+	struct phi_aj *j;   /* journal of the writes since the last commit, NULL: none */
+	bool replaying;     /* applying a dead mount's journal: not journaled again */
 };
 
 static struct az_store *to_az(struct phi_store *s)
@@ -2421,12 +2427,20 @@ static int commit_small(struct phi_store_obj *o, const struct meta *m, char *eta
 	return 0;
 }
 
+static int journal_rec(struct phi_store_obj *o, enum phi_aj_type type, uint64_t off,
+		       const void *data, uint64_t len);
+
 static int commit_once(struct phi_store_obj *o)
 {
 	struct az_store *s = o->s;
 	uint64_t np = npieces(o->size);
 	struct meta m = o->meta;
 	m.gen = rnd64();
+	/* Before the request that makes it visible: if we die before the answer, a later
+	 * mount finds this generation on the blob and knows the journal is in the store.
+	 * Best effort: without it that mount sees a changed blob and keeps the journal aside
+	 * as a conflict, which loses nothing. */
+	(void)journal_rec(o, PHI_AJ_GEN, m.gen, NULL, 0);
 	if (!o->meta_fresh_after_write)
 		m.mtime = m.ctime = o->wtime;
 	char etag[96];
@@ -2554,12 +2568,19 @@ static int commit_once(struct phi_store_obj *o)
 /* Commit the object's state: 0, or -EIO on a conflict with another writer (logged). */
 static int commit(struct phi_store_obj *o)
 {
-	if (!o->dirty || o->unlinked)
+	if (!o->dirty || o->unlinked) {
+		phi_aj_drop(o->j); /* nothing left to keep: committed, or meant to vanish */
+		o->j = NULL;
 		return 0;
+	}
 	for (int tries = 0; tries < 4; tries++) {
 		int r = commit_once(o);
 		if (r == -EAGAIN)
 			continue;
+		if (r >= 0) {
+			phi_aj_drop(o->j);
+			o->j = NULL;
+		}
 		if (r != -ESTALE)
 			return r == -ENOENT && o->unlinked ? 0 : r == -ENOENT ? -EIO : r;
 		/* our ETag is stale: a metadata-only change is adopted, anything else is a conflict */
@@ -2581,6 +2602,49 @@ static void obj_set_err(struct phi_store_obj *o, int r)
 {
 	if (!o->err)
 		o->err = r;
+}
+
+/* ---- the write journal (az_journal.h): every change since the last commit, on local
+ * disk, so that a crash of phifs loses no accepted write; the caller holds o->lock ---- */
+
+static int journal_rec(struct phi_store_obj *o, enum phi_aj_type type, uint64_t off,
+		       const void *data, uint64_t len)
+{
+	if (!o->s->jd || o->replaying || o->unlinked)
+		return 0;
+	if (!o->j) {
+		if (type == PHI_AJ_GEN)
+			return 0; /* no writes journaled: nothing to recognise later */
+		struct phi_aj_base b = { .name = o->name, .etag = o->etag, .gen = o->meta.gen,
+					 .size = o->csize };
+		int r = phi_aj_create(o->s->jd, &b, &o->j);
+		if (r < 0)
+			return r;
+	}
+	/* On failure a half-written record ends the journal (a torn tail, which a replay
+	 * drops); the records before it stay valid until the commit the caller makes now,
+	 * which deletes the journal, or stay for the next mount if that commit fails. */
+	return phi_aj_append(o->j, type, off, data, len);
+}
+
+/* Journal a change before it is made. A journal that cannot take it (full disk, the
+ * cache_max limit) does not fail the change: the object is committed first, which empties
+ * its journal, and if the journal still cannot take it the change is committed right
+ * after it is made (*through: write-through, slower but as safe). */
+static int journal_before(struct phi_store_obj *o, enum phi_aj_type type, uint64_t off,
+			  const void *data, uint64_t len, bool *through)
+{
+	*through = false;
+	if (!o->s->jd || o->replaying || o->unlinked)
+		return 0;
+	if (phi_ajd_full(o->s->jd, len + 64) || journal_rec(o, type, off, data, len) < 0) {
+		int r = commit(o);
+		if (r < 0)
+			return r;
+		if (phi_ajd_full(o->s->jd, len + 64) || journal_rec(o, type, off, data, len) < 0)
+			*through = true;
+	}
+	return 0;
 }
 
 static int obj_new(struct az_store *s, const char *blob, bool writable, const struct meta *m,
@@ -2650,6 +2714,8 @@ static int open_get(struct az_store *s, const char *blob, struct opened *ret)
 	return 0;
 }
 
+static int az_release(struct phi_store_obj *o);
+
 static int az_open(struct phi_store *ps, const char *path, int flags, uint32_t mode,
 		   struct phi_store_obj **ret)
 {
@@ -2708,10 +2774,22 @@ static int az_open(struct phi_store *ps, const char *path, int flags, uint32_t m
 	memcpy(o->head, op->head, op->head_len);
 	o->head_len = op->head_len;
 	if (flags & O_TRUNC && acc != O_RDONLY && op->size) {
-		o->size = o->low = 0;
-		o->head_len = 0;
-		o->dirty = true;
-		o->wtime = now_real();
+		bool through = false;
+		pthread_mutex_lock(&o->lock);
+		r = journal_before(o, PHI_AJ_TRUNCATE, 0, NULL, 0, &through);
+		if (r >= 0) {
+			o->size = o->low = 0;
+			o->head_len = 0;
+			o->dirty = true;
+			o->wtime = now_real();
+		}
+		if (r >= 0 && through)
+			r = commit(o);
+		pthread_mutex_unlock(&o->lock);
+		if (r < 0) {
+			(void)az_release(o);
+			return r;
+		}
 	}
 	*ret = o;
 	return 0;
@@ -2901,6 +2979,9 @@ static int az_pwrite(struct phi_store_obj *o, const void *buf, size_t len, uint6
 		return -EFBIG;
 	pthread_mutex_lock(&o->lock);
 	int r = o->writable ? 0 : -EBADF;
+	bool through = false;
+	if (r >= 0 && len)
+		r = journal_before(o, PHI_AJ_WRITE, off, buf, len, &through);
 	if (r >= 0 && off < o->head_len)
 		o->head_len = 0;
 	size_t done = 0;
@@ -2946,6 +3027,8 @@ static int az_pwrite(struct phi_store_obj *o, const void *buf, size_t len, uint6
 		o->wtime = now_real();
 		o->meta_fresh_after_write = false;
 	}
+	if (r >= 0 && through)
+		r = commit(o);
 	if (r < 0)
 		obj_set_err(o, r);
 	pthread_mutex_unlock(&o->lock);
@@ -2960,6 +3043,9 @@ static int az_truncate(struct phi_store_obj *o, uint64_t size)
 		return -EFBIG;
 	pthread_mutex_lock(&o->lock);
 	int r = o->writable ? 0 : -EBADF;
+	bool through = false;
+	if (r >= 0 && size != o->size)
+		r = journal_before(o, PHI_AJ_TRUNCATE, size, NULL, 0, &through);
 	if (r >= 0 && size < o->head_len)
 		o->head_len = (size_t)size;
 	if (r >= 0 && size < o->size) {
@@ -3004,6 +3090,8 @@ static int az_truncate(struct phi_store_obj *o, uint64_t size)
 		o->wtime = now_real();
 		o->meta_fresh_after_write = false;
 	}
+	if (r >= 0 && through)
+		r = commit(o);
 	pthread_mutex_unlock(&o->lock);
 	return r;
 }
@@ -3035,6 +3123,9 @@ static int az_release(struct phi_store_obj *o)
 	pthread_mutex_lock(&o->lock);
 	int r = commit(o);
 	int err = o->err;
+	/* not committed: the journal stays for the next mount, which uploads it */
+	phi_aj_keep(o->j);
+	o->j = NULL;
 	pthread_mutex_unlock(&o->lock);
 	pthread_mutex_lock(&s->lock);
 	for (struct phi_store_obj **pp = &s->open; *pp; pp = &(*pp)->next)
@@ -3397,6 +3488,7 @@ static void az_close(struct phi_store *ps)
 	}
 	if (s->key)
 		sodium_free(s->key);
+	phi_ajd_close(s->jd);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->pool_lock);
 	if (s->cache)
@@ -3515,6 +3607,110 @@ int phi_az_stats(struct phi_store *ps, struct phi_az_stats *ret)
 	return 0;
 }
 
+/* A dead mount's journal (az_journal.h): apply it if the blob is still the version it was
+ * written against, recognise it as already committed if the blob carries a generation it
+ * sent, else keep it aside as a conflict. Messages name the journal file, never a path. */
+static enum phi_aj_verdict replay(void *ctx, const struct phi_aj_parsed *p, const char *file)
+{
+	struct az_store *s = ctx;
+	struct meta m;
+	uint64_t size = 0;
+	char etag[96];
+	int r = head_blob(s, p->name, &m, &size, etag, sizeof etag);
+	if (r == -ENOENT) {
+		fprintf(stderr, "phifs: azure: journal %s: its object no longer exists; "
+				"kept in the cache's conflict/ directory\n", file);
+		return PHI_AJ_CONFLICT;
+	}
+	if (r < 0)
+		return PHI_AJ_RETRY;
+	size_t nw = 0;
+	for (size_t k = 0; k < p->nrecs; k++) {
+		if (p->recs[k].type == PHI_AJ_GEN && p->recs[k].off == m.gen)
+			return PHI_AJ_DONE; /* its commit reached the store before the crash */
+		nw += p->recs[k].type != PHI_AJ_GEN;
+	}
+	if (!nw)
+		return PHI_AJ_DONE;
+	/* a metadata-only change (chmod, utime) since leaves phigen and the size alone */
+	if (strcmp(etag, p->etag) && !(m.gen == p->base_gen && size == p->base_size)) {
+		fprintf(stderr, "phifs: azure: journal %s: its object was changed by another writer "
+				"since; the journal's writes were not applied and are kept in the "
+				"cache's conflict/ directory\n", file);
+		return PHI_AJ_CONFLICT;
+	}
+	if (!S_ISREG(m.mode))
+		return PHI_AJ_CONFLICT;
+	struct phi_store_obj *o;
+	r = obj_new(s, p->name, true, &m, size, etag, &o);
+	if (r < 0)
+		return PHI_AJ_RETRY;
+	o->replaying = true;
+	for (size_t k = 0; r >= 0 && k < p->nrecs; k++) {
+		const struct phi_aj_rec *x = &p->recs[k];
+		if (x->type == PHI_AJ_WRITE)
+			r = az_pwrite(o, x->data, (size_t)x->len, x->off);
+		else if (x->type == PHI_AJ_TRUNCATE)
+			r = az_truncate(o, x->off);
+	}
+	if (r >= 0)
+		r = az_fsync(o, false);
+	if (r < 0) {
+		pthread_mutex_lock(&o->lock);
+		o->unlinked = true; /* drop the half-applied state; the journal stays */
+		pthread_mutex_unlock(&o->lock);
+	}
+	(void)az_release(o);
+	if (r < 0) {
+		fprintf(stderr, "phifs: azure: journal %s: could not be uploaded (%s); kept for the "
+				"next mount\n", file, strerror(-r));
+		return PHI_AJ_RETRY;
+	}
+	fprintf(stderr, "phifs: azure: journal %s: %zu uncommitted changes of a previous mount "
+			"uploaded\n", file, nw);
+	return PHI_AJ_DONE;
+}
+
+/* The journal's place: cache_dir=PATH, else systemd's $CACHE_DIRECTORY (the first of its
+ * list), else /var/cache/phifs; a directory per store below it, named by a hash of the
+ * endpoint, container and prefix (no names in clear on the local disk either). */
+static int journal_open(struct az_store *s, const char *cache_dir, uint64_t cache_max)
+{
+	if (!strcmp(cache_dir, "none"))
+		return 0;
+	char root[512];
+	const char *cd = getenv("CACHE_DIRECTORY");
+	if (*cache_dir)
+		(void)snprintf(root, sizeof root, "%s", cache_dir);
+	else if (cd && *cd)
+		(void)snprintf(root, sizeof root, "%.*s", (int)strcspn(cd, ":"), cd);
+	else
+		(void)snprintf(root, sizeof root, "/var/cache/phifs");
+	uint8_t h[16];
+	char id[sizeof h * 2 + 1];
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, NULL, 0, sizeof h);
+	crypto_generichash_update(&st, (const uint8_t *)s->base_url, strlen(s->base_url) + 1);
+	crypto_generichash_update(&st, (const uint8_t *)s->container, strlen(s->container) + 1);
+	crypto_generichash_update(&st, (const uint8_t *)s->prefix, strlen(s->prefix) + 1);
+	crypto_generichash_final(&st, h, sizeof h);
+	sodium_bin2hex(id, sizeof id, h, sizeof h);
+	int r = phi_ajd_open(root, id, cache_max, &s->jd);
+	if (r < 0) {
+		fprintf(stderr, "phifs: azure: cannot use the write journal directory %s: %s (give "
+				"cache_dir=PATH, or cache_dir=none to run without crash safety)\n",
+			root, strerror(-r));
+		return r;
+	}
+	unsigned n[3];
+	r = phi_ajd_recover(s->jd, replay, s, n);
+	if (r >= 0 && (n[PHI_AJ_CONFLICT] || n[PHI_AJ_RETRY]))
+		fprintf(stderr, "phifs: azure: %u journals of earlier mounts uploaded, %u kept as "
+				"conflicts, %u left for a later mount\n", n[PHI_AJ_DONE],
+			n[PHI_AJ_CONFLICT], n[PHI_AJ_RETRY]);
+	return 0;
+}
+
 int phi_store_azure_open(const char *url, const char *opts, struct phi_store **ret)
 {
 	if (!url || !ret || strncmp(url, "az://", 5) != 0)
@@ -3557,8 +3753,8 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 	}
 
 	/* options */
-	char endpoint[256] = "", key_file[512] = "", cred[128] = "";
-	uint64_t timeout = 30, create = 0;
+	char endpoint[256] = "", key_file[512] = "", cred[128] = "", cache_dir[256] = "";
+	uint64_t timeout = 30, create = 0, cache_max = UINT64_C(1) << 30;
 	_cleanup_free_ char *o = strdup(opts ? opts : "");
 	if (!o)
 		return -ENOMEM;
@@ -3572,6 +3768,13 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 		int n;
 		if (!strcmp(kv, "endpoint"))
 			n = snprintf(endpoint, sizeof endpoint, "%s", v);
+		else if (!strcmp(kv, "cache_dir"))
+			n = *v ? snprintf(cache_dir, sizeof cache_dir, "%s", v) : -1;
+		else if (!strcmp(kv, "cache_max")) {
+			if (phi_parse_u64(v, UINT64_C(1) << 40, &cache_max) < 0 || cache_max < (1u << 20))
+				return -EINVAL;
+			n = 0;
+		}
 		else if (!strcmp(kv, "key_file"))
 			n = snprintf(key_file, sizeof key_file, "%s", v);
 		else if (!strcmp(kv, "credential"))
@@ -3650,6 +3853,9 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 	r = status_errno(&q);
 	if (r < 0)
 		return r == -ENOENT ? -ENXIO : r;
+	r = journal_open(s, cache_dir, cache_max);
+	if (r < 0)
+		return r;
 	*ret = TAKE_PTR(guard);
 	return 0;
 }

@@ -55,7 +55,8 @@ umask 077
 printf '%s\n' 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==' >"$AZ_KEYFILE"
 export AZ_DIR AZ_PORT AZ_KEYFILE AZURITE_PID
 export AZ_ENDPOINT="http://127.0.0.1:$AZ_PORT"
-export AZ_OPTS="endpoint=$AZ_ENDPOINT,key_file=$AZ_KEYFILE,create=1"
+# the write journal in our temp dir, not /var/cache/phifs
+export AZ_OPTS="endpoint=$AZ_ENDPOINT,key_file=$AZ_KEYFILE,create=1,cache_dir=$AZ_DIR/cache"
 export AZ_URL="az://devstoreaccount1/phitest/p$RANDOM"
 export AZURITE_BIN="$here/node_modules/.bin/azurite-blob"
 

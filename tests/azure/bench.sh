@@ -56,7 +56,7 @@ kill -0 "$AZPID" 2>/dev/null || { cat "$TMP/azurite.log" >&2; exit 1; }
 KEY_B64='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 umask 077
 printf '%s\n' "$KEY_B64" >"$TMP/account.key"
-AZ_OPTS="endpoint=http://127.0.0.1:$port,key_file=$TMP/account.key,create=1"
+AZ_OPTS="endpoint=http://127.0.0.1:$port,key_file=$TMP/account.key,create=1,cache_dir=$TMP/cache"
 
 declare -A R
 # ---- phifs ----
