@@ -158,9 +158,21 @@ int phi_ajd_open(const char *root, const char *store_id, uint64_t max_bytes, str
 {
 	if (!root || !*root || !store_id || !*store_id || strchr(store_id, '/'))
 		return -EINVAL;
-	/* the root may be shared (/var/cache/phifs); ours below it are 0700 */
-	if (mkdir(root, 0700) < 0 && errno != EEXIST)
-		return -errno;
+	/* the root and its missing parents (mkdir -p); ours below it are 0700 */
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof tmp, "%s", root) >= (int)sizeof tmp)
+		return -ENAMETOOLONG;
+	for (char *q = tmp + 1;; q++) {
+		if (*q && *q != '/')
+			continue;
+		char c = *q;
+		*q = 0;
+		if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		if (!c)
+			break;
+		*q = c;
+	}
 	_cleanup_close_ int rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (rfd < 0)
 		return -errno;

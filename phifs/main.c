@@ -265,6 +265,14 @@ int main(int argc, char *argv[])
 			goto out_signals;
 		}
 	}
+	/* the store's local state (the Azure write journal) belongs to the final identity */
+	if (s->ops->start && (r = s->ops->start(s)) < 0) {
+		fprintf(stderr, "phifs: cannot start the store: %s\n", strerror(-r));
+		if (audit)
+			(void)mount_record(audit, PHI_AE_UNMOUNT, c.ro);
+		fuse_session_unmount(se);
+		goto out_signals;
+	}
 	/* under systemd (Type=notify): the mount is up and audited */
 	const char *notify = secure_getenv("NOTIFY_SOCKET");
 	(void)phi_notify_send(notify, c.run_as ? "READY=1\nSTATUS=mounted, privileges dropped" : "READY=1\nSTATUS=mounted");

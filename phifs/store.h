@@ -92,6 +92,10 @@ struct phi_store_ops {
 	 * object: small reads are then the read halves of read-modify-writes, which a store
 	 * that uploads in larger units may serve by fetching those units (store_azure: pieces). */
 	void (*write_intent)(struct phi_store_obj *o, bool on);
+	/* Optional (NULL: nothing to do). Called once by a mount when the process has its
+	 * final identity (after -o run_as) and before it serves anything: a store sets up
+	 * local state there (store_azure: its write journal, replaying dead mounts' ones). */
+	int (*start)(struct phi_store *s);
 
 	/* Small whole objects (headers, wrapped keys, grants): read up to max bytes,
 	 * and replace atomically and durably (temp + fsync + rename + dir fsync). */

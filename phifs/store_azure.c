@@ -423,7 +423,9 @@ struct az_store {
 
 	uint64_t st_requests, st_up, st_down; /* phi_az_stats, atomic */
 
-	struct phi_ajd *jd; /* the write journal's directory; NULL: cache_dir=none */
+	struct phi_ajd *jd; /* the write journal's directory; NULL: cache_dir=none, not started */
+	char cache_dir[256]; /* options kept for az_start */
+	uint64_t cache_max;
 };
 
 struct acache_ent {
@@ -3499,6 +3501,14 @@ static void az_close(struct phi_store *ps)
 	free(s);
 }
 
+static int journal_open(struct az_store *s, const char *cache_dir, uint64_t cache_max);
+
+static int az_start(struct phi_store *ps)
+{
+	struct az_store *s = to_az(ps);
+	return s->jd ? -EALREADY : journal_open(s, s->cache_dir, s->cache_max);
+}
+
 static void az_write_intent(struct phi_store_obj *o, bool on)
 {
 	pthread_mutex_lock(&o->lock);
@@ -3531,6 +3541,7 @@ static const struct phi_store_ops az_ops = {
 	.fsync = az_fsync,
 	.release = az_release,
 	.write_intent = az_write_intent,
+	.start = az_start,
 	.get = az_get,
 	.put = az_put,
 	.fsync_dir = az_fsync_dir,
@@ -3671,21 +3682,23 @@ static enum phi_aj_verdict replay(void *ctx, const struct phi_aj_parsed *p, cons
 	return PHI_AJ_DONE;
 }
 
-/* The journal's place: cache_dir=PATH, else systemd's $CACHE_DIRECTORY (the first of its
- * list), else /var/cache/phifs; a directory per store below it, named by a hash of the
- * endpoint, container and prefix (no names in clear on the local disk either). */
+/* The journal's place: cache_dir=PATH, else $STATE_DIRECTORY/journal (systemd
+ * StateDirectory=, the first of its list), else /var/lib/phifs/journal: state, not cache,
+ * as deleting it loses writes. A directory per store below it, named by a hash of the
+ * endpoint, container and prefix (no names in clear on the local disk either). Run by a
+ * mount's start (az_start), as the user it serves as, who must own the journals. */
 static int journal_open(struct az_store *s, const char *cache_dir, uint64_t cache_max)
 {
 	if (!strcmp(cache_dir, "none"))
 		return 0;
 	char root[512];
-	const char *cd = getenv("CACHE_DIRECTORY");
+	const char *sd = getenv("STATE_DIRECTORY");
 	if (*cache_dir)
 		(void)snprintf(root, sizeof root, "%s", cache_dir);
-	else if (cd && *cd)
-		(void)snprintf(root, sizeof root, "%.*s", (int)strcspn(cd, ":"), cd);
+	else if (sd && *sd)
+		(void)snprintf(root, sizeof root, "%.*s/journal", (int)strcspn(sd, ":"), sd);
 	else
-		(void)snprintf(root, sizeof root, "/var/cache/phifs");
+		(void)snprintf(root, sizeof root, "/var/lib/phifs/journal");
 	uint8_t h[16];
 	char id[sizeof h * 2 + 1];
 	crypto_generichash_state st;
@@ -3853,9 +3866,8 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 	r = status_errno(&q);
 	if (r < 0)
 		return r == -ENOENT ? -ENXIO : r;
-	r = journal_open(s, cache_dir, cache_max);
-	if (r < 0)
-		return r;
+	(void)snprintf(s->cache_dir, sizeof s->cache_dir, "%s", cache_dir);
+	s->cache_max = cache_max;
 	*ret = TAKE_PTR(guard);
 	return 0;
 }
