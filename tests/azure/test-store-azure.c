@@ -2,7 +2,8 @@
  * by azurite.sh (AZ_URL, AZ_OPTS, AZ_ENDPOINT, AZ_KEYFILE): the store contract shared with
  * the local backend, then what is Azure's own: write-back across blocks, small overwrites,
  * conflicts between two mounts, open objects renamed or unlinked, directory renames,
- * unreachable and misconfigured stores, and golden vectors for the two XML parsers. */
+ * unreachable and misconfigured stores, SAS token credentials, and golden vectors for the two
+ * XML parsers. */
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
