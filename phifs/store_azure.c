@@ -16,8 +16,8 @@
  *
  * Requests are signed with Shared Key (HMAC-SHA256 of the canonical string, OpenSSL) in
  * this file, or carry a SAS token (its query parameters appended to every URL, no
- * Authorization header); libcurl moves the bytes, one easy handle per request taken from a pool so
- * connections are reused and several requests run at once. 408, 429, 5xx and transport
+ * Authorization header); libcurl moves the bytes, one easy handle per request taken from a
+ * pool so connections are reused and several requests run at once. 408, 429, 5xx and transport
  * errors are retried with exponential backoff and jitter until the operation's deadline.
  *
  * Nothing here logs a blob name, a key or data: errors are reported by operation and
@@ -3491,8 +3491,8 @@ static const struct phi_store_ops az_ops = {
 };
 
 /* Read a small secret file into locked memory (sodium_malloc: mlocked, guarded, wiped when
- * freed), trailing newlines and spaces trimmed and NUL-terminated. -EINVAL if it is empty or
- * longer than max bytes after trimming. */
+ * freed), trailing newlines and spaces trimmed and NUL-terminated. -EINVAL if it is empty,
+ * longer than max bytes after trimming, or longer than max + 64 bytes in all. */
 static int read_secret(const char *file, size_t max, char **ret, size_t *ret_n)
 {
 	_cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -3517,10 +3517,11 @@ static int read_secret(const char *file, size_t max, char **ret, size_t *ret_n)
 			break;
 		n += (size_t)k;
 	}
+	bool full = n == cap; /* more may follow: never use a truncated secret */
 	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
 		n--;
 	buf[n] = 0;
-	if (r >= 0 && (n == 0 || n > max))
+	if (r >= 0 && (full || n == 0 || n > max))
 		r = -EINVAL;
 	if (r < 0) {
 		sodium_free(buf);

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # test-sas (run by azurite.sh): phifs mounted on Azurite with a SAS token instead of the
 # account key. Azurite checks account SAS tokens whatever --loose says (signature, start and
-# expiry, services, resource types, permissions: dist/src/blob/authentication/
-# AccountSASAuthenticator.js), so every refusal below is the emulator's, not phifs's guess.
-#  1. a SAS with the permissions docs/azure-store.md lists (r, w, d, l; no c): write, read, rename, remove through the mount, remount;
+# expiry, services, resource types, permissions: node_modules/azurite/dist/src/blob/
+# authentication/AccountSASAuthenticator.js), so the refusals in 2 and 3 are the emulator's.
+#  1. a SAS with the permissions docs/azure-store.md lists (r, w, d, l; no c): write, read,
+#     rename, remove through the mount, remount;
 #  2. a read-only SAS (r, l): reads and listings work, creating, writing and removing fail
 #     with EACCES, and the log says once why;
 #  3. a SAS with a wrong signature: the mount fails with EACCES and a message;
-#  4. an expired SAS: the mount fails before any request, with EKEYEXPIRED;
+#  4. an expired SAS: phifs refuses it before any request, with EKEYEXPIRED;
 #  5. no SAS, nor its signature, in phifs's log or error output.
 : "${AZ_URL:?run through azurite.sh}" "${AZ_TOOL:?}" "${AZ_KEYFILE:?}" "${AZ_ENDPOINT:?}"
 fsdir=$(cd "$(dirname "$0")/../fs" && pwd)

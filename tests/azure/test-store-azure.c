@@ -803,8 +803,8 @@ static void test_failures(void)
 /* An account SAS for devstoreaccount1 signed with the key in AZ_KEYFILE (or with a wrong
  * key), as "Create an account SAS" defines it for sv >= 2020-12-06: HMAC-SHA256 over
  * account\nsp\nss\nsrt\nst\nse\nsip\nspr\nsv\nses\n, base64, percent-encoded. */
-static void make_sas(char *out, size_t size, const char *perm, const char *start, const char *expiry,
-		     bool wrong_key)
+static void make_sas(char *out, size_t size, const char *perm, const char *start,
+		     const char *expiry, bool wrong_key)
 {
 	uint8_t key[128];
 	size_t klen = 0;
