@@ -15,8 +15,9 @@
  * pieces it touched.
  *
  * Requests are signed with Shared Key (HMAC-SHA256 of the canonical string, OpenSSL) in
- * this file; libcurl moves the bytes, one easy handle per request taken from a pool so
- * connections are reused and several requests run at once. 408, 429, 5xx and transport
+ * this file, or carry a SAS token (its query parameters appended to every URL, no
+ * Authorization header); libcurl moves the bytes, one easy handle per request taken from a
+ * pool so connections are reused and several requests run at once. 408, 429, 5xx and transport
  * errors are retried with exponential backoff and jitter until the operation's deadline.
  *
  * Nothing here logs a blob name, a key or data: errors are reported by operation and
@@ -64,6 +65,7 @@ _Static_assert(SUBS >= 1 && SUBS <= 8 && BLOCK % PIECE == 0 && FINE_END % BLOCK 
 #define MAX_HDRS 24
 #define UNLINKED_KEEP (64u << 20) /* an open object unlinked below this size stays readable */
 #define ACACHE_SLOTS 2048       /* attributes remembered from listings */
+#define SAS_MAX 2048            /* longest SAS query string accepted */
 #define ACACHE_MS 1000          /* ...for this long, and only until this mount changes anything */
 
 /* ---- small helpers ---- */
@@ -403,8 +405,10 @@ struct az_store {
 	char prefix[1024];     /* "" or "p/q" without slashes at the ends */
 	char base_url[512];    /* scheme://host[:port][/account] without a trailing slash */
 	char canon_base[600];  /* "/account" + URL path of base_url, for signing */
-	uint8_t *key;          /* sodium_malloc'd decoded account key */
+	uint8_t *key;          /* sodium_malloc'd decoded account key; NULL with a SAS */
 	size_t key_len;
+	char *sas;             /* sodium_malloc'd SAS query string without '?'; NULL with a key */
+	bool sas_refused;      /* a 403 under the SAS was logged (once per store, atomic) */
 	uint64_t deadline_ms;  /* per operation, retries included */
 
 	pthread_mutex_t pool_lock; /* guards pool; never held across anything else */
@@ -817,12 +821,34 @@ static bool retryable_status(long st)
 	return st == 408 || st == 429 || st == 500 || st == 502 || st == 503 || st == 504;
 }
 
+/* The SAS reason code of a 403 for the log: the service's x-ms-error-code if it is a plain
+ * word (it comes from the network), else the status. */
+static const char *refusal_code(const struct req *q)
+{
+	if (!q->error_code[0])
+		return "HTTP 403";
+	for (const char *c = q->error_code; *c; c++)
+		if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
+			return "HTTP 403";
+	return q->error_code;
+}
+
+/* curl copies header lines into the list; a SAS in one (x-ms-copy-source) or the Authorization
+ * value should not linger in freed heap memory */
+static void slist_free_wiped(struct curl_slist *hl)
+{
+	for (struct curl_slist *t = hl; t; t = t->next)
+		sodium_memzero(t->data, strlen(t->data));
+	curl_slist_free_all(hl);
+}
+
 /* One attempt. Returns 0 with q->status set, or a transport error -errno. */
 static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 {
-	char url[sizeof s->base_url + sizeof q->path + 6 * (PHI_STORE_PATH_MAX + 64)];
+	/* room for the SAS, appended only when the URL is handed to curl (below) */
+	char url[sizeof s->base_url + sizeof q->path + 6 * (PHI_STORE_PATH_MAX + 64) + SAS_MAX + 2];
 	int n = snprintf(url, sizeof url, "%s%s", s->base_url, q->path);
-	if (n < 0 || (size_t)n >= sizeof url)
+	if (n < 0 || (size_t)n >= sizeof url - SAS_MAX - 2)
 		return -ENAMETOOLONG;
 	size_t off = (size_t)n;
 	for (size_t i = 0; i < q->nquery; i++) {
@@ -830,36 +856,45 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 		int r = url_encode(q->query[i].value, enc, sizeof enc);
 		if (r < 0)
 			return r;
-		n = snprintf(url + off, sizeof url - off, "%c%s=%s", i ? '&' : '?', q->query[i].name,
-			     enc);
-		if (n < 0 || (size_t)n >= sizeof url - off)
+		n = snprintf(url + off, sizeof url - SAS_MAX - 2 - off, "%c%s=%s", i ? '&' : '?',
+			     q->query[i].name, enc);
+		if (n < 0 || (size_t)n >= sizeof url - SAS_MAX - 2 - off)
 			return -ENAMETOOLONG;
 		off += (size_t)n;
 	}
 
-	char date[64], auth[256];
+	char date[64], auth[256] = "";
 	rfc1123(date, sizeof date);
 	size_t keep = q->nhdrs;
 	int r = req_hdr(q, "x-ms-date", "%s", date);
 	r = r < 0 ? r : req_hdr(q, "x-ms-version", "2021-12-02");
-	r = r < 0 ? r : sign(s, q, auth, sizeof auth);
+	/* with a SAS the token in the URL authorizes the request: nothing to sign */
+	if (r >= 0 && !s->sas)
+		r = sign(s, q, auth, sizeof auth);
 	if (r < 0) {
 		q->nhdrs = keep;
 		return r;
 	}
 
 	struct curl_slist *hl = NULL, *t;
-	char line[sizeof q->hdrs[0].name + sizeof q->hdrs[0].value + 4];
+	char line[sizeof q->hdrs[0].name + sizeof q->hdrs[0].value + SAS_MAX + 8];
 	bool ok = true;
 	for (size_t i = 0; ok && i < q->nhdrs; i++) {
-		(void)snprintf(line, sizeof line, "%s: %s", q->hdrs[i].name, q->hdrs[i].value);
+		const char *v = q->hdrs[i].value;
+		if (s->sas && !strcmp(q->hdrs[i].name, "x-ms-copy-source"))
+			/* the source of a copy is read with the same SAS (it needs r): the
+			 * service does not authorize it through the destination's token */
+			(void)snprintf(line, sizeof line, "%s: %s%c%s", q->hdrs[i].name, v,
+				       strchr(v, '?') ? '&' : '?', s->sas);
+		else
+			(void)snprintf(line, sizeof line, "%s: %s", q->hdrs[i].name, v);
 		ok = (t = curl_slist_append(hl, line)) != NULL;
 		hl = ok ? t : hl;
 	}
 	q->nhdrs = keep;
 	(void)snprintf(line, sizeof line, "authorization: %s", auth);
 	const char *extra[] = { line, "Expect:", "Content-Type:", "Accept:" };
-	for (size_t i = 0; ok && i < ARRAY_SIZE(extra); i++) {
+	for (size_t i = s->sas ? 1 : 0; ok && i < ARRAY_SIZE(extra); i++) {
 		if (!strcmp(extra[i], "Content-Type:") && *req_get_hdr(q, "content-type"))
 			continue;
 		ok = (t = curl_slist_append(hl, extra[i])) != NULL;
@@ -868,13 +903,13 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 	sodium_memzero(line, sizeof line);
 	sodium_memzero(auth, sizeof auth);
 	if (!ok) {
-		curl_slist_free_all(hl);
+		slist_free_wiped(hl);
 		return -ENOMEM;
 	}
 
 	CURL *h = pool_get(s);
 	if (!h) {
-		curl_slist_free_all(hl);
+		slist_free_wiped(hl);
 		return -ENOMEM;
 	}
 	curl_easy_reset(h);
@@ -889,7 +924,11 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 	if (q->grow)
 		q->grow->len = 0;
 
+	if (s->sas) /* after the request's own parameters; room was kept above */
+		(void)snprintf(url + off, sizeof url - off, "%c%s", q->nquery ? '&' : '?', s->sas);
+	/* curl keeps its own copy of the URL: ours need not outlive this call */
 	(void)curl_easy_setopt(h, CURLOPT_URL, url);
+	sodium_memzero(url, sizeof url);
 	(void)curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
 	(void)curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	(void)curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -923,7 +962,7 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 	__atomic_add_fetch(&s->st_up, (uint64_t)(up > 0 ? up : 0), __ATOMIC_RELAXED);
 	__atomic_add_fetch(&s->st_down, (uint64_t)(down > 0 ? down : 0), __ATOMIC_RELAXED);
 	(void)curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-	curl_slist_free_all(hl);
+	slist_free_wiped(hl);
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && q->overflow)) {
 		/* the connection may be half used: do not keep it */
 		curl_easy_cleanup(h);
@@ -939,6 +978,11 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 	}
 	pool_put(s, h);
 	q->status = st;
+	if (st == 403 && s->sas && !__atomic_exchange_n(&s->sas_refused, true, __ATOMIC_RELAXED))
+		/* an expired token shows up here first, mid-mount: say so once, not per request */
+		fprintf(stderr, "phifs: azure: the service refused the SAS (%s): wrong signature, "
+			"expired or not yet valid, or missing a permission; refused requests fail "
+			"with EACCES (logged once)\n", refusal_code(q));
 	return 0;
 }
 
@@ -3491,6 +3535,8 @@ static void az_close(struct phi_store *ps)
 	if (s->key)
 		sodium_free(s->key);
 	phi_ajd_close(s->jd);
+	if (s->sas)
+		sodium_free(s->sas); /* wipes it */
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->pool_lock);
 	if (s->cache)
@@ -3547,25 +3593,23 @@ static const struct phi_store_ops az_ops = {
 	.fsync_dir = az_fsync_dir,
 };
 
-/* Read the base64 account key from a file into locked memory, decoded. */
-static int load_key(const char *file, uint8_t **ret, size_t *ret_len)
+/* Read a small secret file into locked memory (sodium_malloc: mlocked, guarded, wiped when
+ * freed), trailing newlines and spaces trimmed and NUL-terminated. -EINVAL if it is empty,
+ * longer than max bytes after trimming, or longer than max + 64 bytes in all. */
+static int read_secret(const char *file, size_t max, char **ret, size_t *ret_n)
 {
 	_cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return phi_neg_errno();
-	char *b64 = sodium_malloc(1024);
-	uint8_t *key = sodium_malloc(512);
-	if (!b64 || !key) {
-		if (b64)
-			sodium_free(b64);
-		if (key)
-			sodium_free(key);
+	/* slack for trailing whitespace; a file that fills it all is too long */
+	size_t cap = max + 64;
+	char *buf = sodium_malloc(cap + 1);
+	if (!buf)
 		return -ENOMEM;
-	}
 	size_t n = 0;
 	int r = 0;
-	while (n < 1023) {
-		ssize_t k = read(fd, b64 + n, 1023 - n);
+	while (n < cap) {
+		ssize_t k = read(fd, buf + n, cap - n);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0) {
@@ -3576,13 +3620,37 @@ static int load_key(const char *file, uint8_t **ret, size_t *ret_len)
 			break;
 		n += (size_t)k;
 	}
-	while (n && (b64[n - 1] == '\n' || b64[n - 1] == '\r' || b64[n - 1] == ' '))
+	bool full = n == cap; /* more may follow: never use a truncated secret */
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
 		n--;
-	b64[n] = 0;
+	buf[n] = 0;
+	if (r >= 0 && (full || n == 0 || n > max))
+		r = -EINVAL;
+	if (r < 0) {
+		sodium_free(buf);
+		return r;
+	}
+	*ret = buf;
+	*ret_n = n;
+	return 0;
+}
+
+/* Read the base64 account key from a file into locked memory, decoded. */
+static int load_key(const char *file, uint8_t **ret, size_t *ret_len)
+{
+	char *b64 = NULL;
+	size_t n = 0;
+	int r = read_secret(file, 1022, &b64, &n);
+	if (r < 0)
+		return r;
+	uint8_t *key = sodium_malloc(512);
+	if (!key) {
+		sodium_free(b64);
+		return -ENOMEM;
+	}
 	size_t kl = 0;
-	if (r >= 0 && (n == 0 || n >= 1023 ||
-		       sodium_base642bin(key, 512, b64, n, NULL, &kl, NULL,
-					 sodium_base64_VARIANT_ORIGINAL) != 0 || kl == 0))
+	if (sodium_base642bin(key, 512, b64, n, NULL, &kl, NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	    kl == 0)
 		r = -EINVAL;
 	sodium_free(b64);
 	if (r < 0) {
@@ -3591,6 +3659,99 @@ static int load_key(const char *file, uint8_t **ret, size_t *ret_len)
 	}
 	*ret = key;
 	*ret_len = kl;
+	return 0;
+}
+
+static bool hex_digit(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* A SAS as found in a file: "name=value&..." (one leading '?' allowed). Only URL-safe query
+ * characters (unreserved, '%' with two hex digits, '=', '&', and the ':' and ',' that portal
+ * tokens leave unencoded), so that it cannot change the request line or headers when pasted
+ * into a URL; every parameter is name=value and one of them is a non-empty sig. Returns the
+ * start of the query (past the '?') or NULL. */
+static const char *sas_check(const char *sas)
+{
+	if (*sas == '?')
+		sas++;
+	bool sig = false;
+	const char *p = sas;
+	while (*p) {
+		const char *end = strchr(p, '&');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		const char *eq = memchr(p, '=', len);
+		if (!eq || eq == p)
+			return NULL;
+		for (const char *c = p; c < p + len; c++) {
+			bool plain = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+				     (*c >= '0' && *c <= '9') || strchr("-._~=:,", *c);
+			if (*c == '%' && c + 2 < p + len && hex_digit(c[1]) && hex_digit(c[2]))
+				c += 2;
+			else if (!plain || !*c)
+				return NULL;
+		}
+		if (eq - p == 3 && !strncmp(p, "sig", 3) && eq + 1 < p + len)
+			sig = true;
+		if (!end)
+			break;
+		p = end + 1;
+		if (!*p) /* a trailing '&' */
+			return NULL;
+	}
+	return sig ? sas : NULL;
+}
+
+/* The expiry (se=) of a SAS, as ISO 8601 UTC: YYYY-MM-DD[Thh:mm[:ss[.fff]]Z], ':' possibly
+ * percent-encoded. Returns false if it has none or it does not parse (the service decides). */
+static bool sas_expiry(const char *sas, time_t *ret)
+{
+	const char *p = sas;
+	while (p && strncmp(p, "se=", 3))
+		p = (p = strchr(p, '&')) ? p + 1 : NULL;
+	if (!p)
+		return false;
+	char v[40];
+	size_t n = 0;
+	for (p += 3; *p && *p != '&' && n + 1 < sizeof v; p++) {
+		if (!strncasecmp(p, "%3A", 3)) {
+			v[n++] = ':';
+			p += 2;
+		} else {
+			v[n++] = *p;
+		}
+	}
+	v[n] = 0;
+	struct tm tm = { 0 };
+	int used = 0;
+	if (sscanf(v, "%4d-%2d-%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &used) != 3)
+		return false;
+	if (v[used] == 'T' &&
+	    sscanf(v + used, "T%2d:%2d:%2d", &tm.tm_hour, &tm.tm_min, &tm.tm_sec) < 2)
+		return false;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	*ret = timegm(&tm);
+	return *ret != (time_t)-1;
+}
+
+/* Read a SAS token from a file into locked memory, checked (sas_check), without its '?'. */
+static int load_sas(const char *file, char **ret)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	int r = read_secret(file, SAS_MAX + 1, &buf, &n);
+	if (r < 0)
+		return r;
+	const char *q = sas_check(buf);
+	if (!q || strlen(q) > SAS_MAX) {
+		sodium_free(buf);
+		return -EINVAL;
+	}
+	if (q != buf)
+		memmove(buf, q, strlen(q) + 1);
+	*ret = buf;
 	return 0;
 }
 
@@ -3724,6 +3885,75 @@ static int journal_open(struct az_store *s, const char *cache_dir, uint64_t cach
 	return 0;
 }
 
+/* The credential, from the options: an account key (key_file=, credential=) or a SAS
+ * (sas_file=, sas_credential=), never both; with none of them the key
+ * $CREDENTIALS_DIRECTORY/phifs-azure-key, or if that is absent the SAS
+ * $CREDENTIALS_DIRECTORY/phifs-azure-sas. Messages name the option, never the content. */
+static int load_credential(struct az_store *s, const char *key_file, const char *cred,
+			   const char *sas_file, const char *sas_cred)
+{
+	bool want_key = *key_file || *cred, want_sas = *sas_file || *sas_cred;
+	if (want_key && want_sas) {
+		fprintf(stderr, "phifs: azure: give either an account key (key_file=, credential=) "
+				"or a SAS (sas_file=, sas_credential=), not both\n");
+		return -EINVAL;
+	}
+	if (*sas_file && *sas_cred) {
+		fprintf(stderr, "phifs: azure: give sas_file= or sas_credential=, not both\n");
+		return -EINVAL;
+	}
+	const char *cd = getenv("CREDENTIALS_DIRECTORY");
+	char path[768];
+	int r;
+	if (*key_file || (!want_sas && *cred)) {
+		if (*key_file)
+			(void)snprintf(path, sizeof path, "%s", key_file);
+		else if (cd && *cd)
+			(void)snprintf(path, sizeof path, "%s/%s", cd, cred);
+		else
+			return -ENOKEY;
+		r = load_key(path, &s->key, &s->key_len);
+	} else if (want_sas) {
+		if (*sas_file)
+			(void)snprintf(path, sizeof path, "%s", sas_file);
+		else if (cd && *cd)
+			(void)snprintf(path, sizeof path, "%s/%s", cd, sas_cred);
+		else
+			return -ENOKEY;
+		r = load_sas(path, &s->sas);
+	} else {
+		if (!cd || !*cd)
+			return -ENOKEY;
+		(void)snprintf(path, sizeof path, "%s/phifs-azure-key", cd);
+		r = load_key(path, &s->key, &s->key_len);
+		if (r == -ENOENT) {
+			(void)snprintf(path, sizeof path, "%s/phifs-azure-sas", cd);
+			r = load_sas(path, &s->sas);
+			want_sas = true;
+		}
+	}
+	if (r == -ENOENT)
+		return -ENOKEY;
+	if (r == -EINVAL)
+		fprintf(stderr, "phifs: azure: the %s file is not valid (%s)\n",
+			want_sas ? "SAS" : "account key",
+			want_sas ? "a query string with sig=, URL-safe characters only, at most "
+				   "2048 bytes" : "base64");
+	if (r < 0)
+		return r;
+	time_t se;
+	if (s->sas && sas_expiry(s->sas, &se) && se <= time(NULL)) {
+		/* the service would refuse every request; say why rather than EACCES */
+		struct tm tm;
+		char when[32] = "?";
+		if (gmtime_r(&se, &tm))
+			(void)strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		fprintf(stderr, "phifs: azure: the SAS expired at %s\n", when);
+		return -EKEYEXPIRED;
+	}
+	return 0;
+}
+
 int phi_store_azure_open(const char *url, const char *opts, struct phi_store **ret)
 {
 	if (!url || !ret || strncmp(url, "az://", 5) != 0)
@@ -3766,7 +3996,8 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 	}
 
 	/* options */
-	char endpoint[256] = "", key_file[512] = "", cred[128] = "", cache_dir[256] = "";
+	char endpoint[256] = "", key_file[512] = "", cred[128] = "", sas_file[512] = "",
+	     sas_cred[128] = "", cache_dir[256] = "";
 	uint64_t timeout = 30, create = 0, cache_max = UINT64_C(1) << 30;
 	_cleanup_free_ char *o = strdup(opts ? opts : "");
 	if (!o)
@@ -3787,11 +4018,14 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 			if (phi_parse_u64(v, UINT64_C(1) << 40, &cache_max) < 0 || cache_max < (1u << 20))
 				return -EINVAL;
 			n = 0;
-		}
-		else if (!strcmp(kv, "key_file"))
+		} else if (!strcmp(kv, "key_file"))
 			n = snprintf(key_file, sizeof key_file, "%s", v);
 		else if (!strcmp(kv, "credential"))
 			n = strchr(v, '/') ? -1 : snprintf(cred, sizeof cred, "%s", v);
+		else if (!strcmp(kv, "sas_file"))
+			n = snprintf(sas_file, sizeof sas_file, "%s", v);
+		else if (!strcmp(kv, "sas_credential"))
+			n = strchr(v, '/') ? -1 : snprintf(sas_cred, sizeof sas_cred, "%s", v);
 		else if (!strcmp(kv, "timeout")) {
 			if (phi_parse_u64(v, 3600, &timeout) < 0 || timeout == 0)
 				return -EINVAL;
@@ -3826,18 +4060,9 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 
 	if (sodium_init() < 0)
 		return -EIO;
-	char kpath[768];
-	if (*key_file) {
-		(void)snprintf(kpath, sizeof kpath, "%s", key_file);
-	} else {
-		const char *cd = getenv("CREDENTIALS_DIRECTORY");
-		if (!cd || !*cd)
-			return -ENOKEY;
-		(void)snprintf(kpath, sizeof kpath, "%s/%s", cd, *cred ? cred : "phifs-azure-key");
-	}
-	int r = load_key(kpath, &s->key, &s->key_len);
+	int r = load_credential(s, key_file, cred, sas_file, sas_cred);
 	if (r < 0)
-		return r == -ENOENT ? -ENOKEY : r;
+		return r;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return -EIO;
 

@@ -2,7 +2,8 @@
  * by azurite.sh (AZ_URL, AZ_OPTS, AZ_ENDPOINT, AZ_KEYFILE): the store contract shared with
  * the local backend, then what is Azure's own: write-back across blocks, small overwrites,
  * conflicts between two mounts, open objects renamed or unlinked, directory renames,
- * unreachable and misconfigured stores, and golden vectors for the two XML parsers. */
+ * unreachable and misconfigured stores, SAS token credentials, and golden vectors for the two
+ * XML parsers. */
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -799,6 +800,159 @@ static void test_failures(void)
 	phi_store_closep(&s);
 }
 
+/* An account SAS for devstoreaccount1 signed with the key in AZ_KEYFILE (or with a wrong
+ * key), as "Create an account SAS" defines it for sv >= 2020-12-06: HMAC-SHA256 over
+ * account\nsp\nss\nsrt\nst\nse\nsip\nspr\nsv\nses\n, base64, percent-encoded. */
+static void make_sas(char *out, size_t size, const char *perm, const char *start,
+		     const char *expiry, bool wrong_key)
+{
+	uint8_t key[128];
+	size_t klen = 0;
+	char kb64[256] = "";
+	FILE *f = fopen(az_keyfile, "r");
+	CHECK(f && fgets(kb64, sizeof kb64, f));
+	fclose(f);
+	kb64[strcspn(kb64, "\n")] = 0;
+	CHECK_OK(sodium_base642bin(key, sizeof key, kb64, strlen(kb64), NULL, &klen, NULL,
+				   sodium_base64_VARIANT_ORIGINAL));
+	if (wrong_key)
+		key[0] ^= 1;
+	char sts[512];
+	snprintf(sts, sizeof sts, "devstoreaccount1\n%s\nb\nsco\n%s\n%s\n\n\n2021-12-02\n\n", perm,
+		 start ? start : "", expiry);
+	uint8_t mac[32];
+	unsigned maclen = 0;
+	CHECK(HMAC(EVP_sha256(), key, (int)klen, (const uint8_t *)sts, strlen(sts), mac, &maclen));
+	char sig[64], enc[128] = "";
+	sodium_bin2base64(sig, sizeof sig, mac, maclen, sodium_base64_VARIANT_ORIGINAL);
+	for (const char *c = sig; *c; c++)
+		snprintf(enc + strlen(enc), sizeof enc - strlen(enc),
+			 strchr("+/=", *c) ? "%%%02X" : "%c", (unsigned char)*c);
+	snprintf(out, size, "sv=2021-12-02&ss=b&srt=sco&sp=%s%s%s&se=%s&sig=%s", perm,
+		 start ? "&st=" : "", start ? start : "", expiry, enc);
+	sodium_memzero(key, sizeof key);
+}
+
+static void write_file(const char *path, const char *content)
+{
+	FILE *f = fopen(path, "w");
+	CHECK(f);
+	CHECK(fputs(content, f) >= 0);
+	CHECK_OK(fclose(f));
+}
+
+/* Stores opened with a SAS token instead of the account key. */
+static void test_sas(void)
+{
+	char dir[] = "/tmp/phi-azsas-XXXXXX";
+	CHECK(mkdtemp(dir));
+	char sas[1024], file[256], opts[1024], url[512], body[4096];
+	struct phi_store *s = NULL;
+	snprintf(file, sizeof file, "%s/sas", dir);
+
+	/* a full SAS, written with a leading '?' and a newline: the store contract through it
+	 * (create, write, read, list, rename: Copy Blob reads its source with the SAS, delete) */
+	make_sas(sas, sizeof sas, "rwdlac", NULL, "2099-01-01T00:00:00Z", false);
+	snprintf(body, sizeof body, "?%s\n", sas);
+	write_file(file, body);
+	snprintf(opts, sizeof opts, "endpoint=%s,sas_file=%s", az_endpoint, file);
+	snprintf(url, sizeof url, "%s/sas", az_url);
+	CHECK_OK(phi_store_open(url, opts, &s));
+	store_contract_run(s, &(struct store_caps){ .hardlinks = false });
+	CHECK_OK(s->ops->put(s, "kept", "readable", 8));
+	phi_store_closep(&s);
+
+	/* a read-only SAS (r, l): reads and listings work, writes and deletes are refused */
+	make_sas(sas, sizeof sas, "rl", NULL, "2099-01-01T00:00:00Z", false);
+	write_file(file, sas);
+	CHECK_OK(phi_store_open(url, opts, &s));
+	char got[16];
+	size_t gl = 0;
+	CHECK_OK(s->ops->get(s, "kept", got, sizeof got, &gl));
+	CHECK(gl == 8 && !memcmp(got, "readable", 8));
+	struct phi_store_stat st;
+	CHECK_OK(s->ops->getattr(s, "kept", &st));
+	CHECK_EQ(s->ops->put(s, "kept", "changed!", 8), -EACCES);
+	CHECK_EQ(s->ops->put(s, "new", "x", 1), -EACCES);
+	CHECK_EQ(s->ops->unlink(s, "kept"), -EACCES);
+	CHECK_EQ(s->ops->mkdir(s, "d", 0700), -EACCES);
+	phi_store_closep(&s);
+
+	/* refused by the service at open: a wrong signature, a start time in the future */
+	make_sas(sas, sizeof sas, "rwdlac", NULL, "2099-01-01T00:00:00Z", true);
+	write_file(file, sas);
+	CHECK_EQ(phi_store_open(url, opts, &s), -EACCES);
+	make_sas(sas, sizeof sas, "rwdlac", "2098-01-01T00:00:00Z", "2099-01-01T00:00:00Z", false);
+	write_file(file, sas);
+	CHECK_EQ(phi_store_open(url, opts, &s), -EACCES);
+	/* expired: refused before any request, with its own errno */
+	make_sas(sas, sizeof sas, "rwdlac", NULL, "2001-01-01T00:00:00Z", false);
+	write_file(file, sas);
+	CHECK_EQ(phi_store_open(url, opts, &s), -EKEYEXPIRED);
+	make_sas(sas, sizeof sas, "rwdlac", NULL, "2001-01-01", false);
+	write_file(file, sas);
+	CHECK_EQ(phi_store_open(url, opts, &s), -EKEYEXPIRED);
+	CHECK(s == NULL);
+
+	/* malformed tokens never reach the service */
+	const char *bad[] = { "", "\n", "sv=2021-12-02&sp=rl", "sv=2021-12-02&sig=",
+			      "sig=abc def", "sig=abc\r\nx-evil: 1", "sig=abc#frag", "sig=abc&",
+			      "sig=abc&&sv=1", "sig=a%zz", "sig=a%2", "=x&sig=abc", "sig=abc&novalue",
+			      "sig=abc\"" };
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		write_file(file, bad[i]);
+		CHECK_EQ(phi_store_open(url, opts, &s), -EINVAL);
+	}
+	char *longsas = malloc(3000);
+	CHECK(longsas);
+	memset(longsas, 'a', 2999);
+	memcpy(longsas, "sig=", 4);
+	longsas[2999] = 0;
+	write_file(file, longsas);
+	CHECK_EQ(phi_store_open(url, opts, &s), -EINVAL);
+	free(longsas);
+
+	/* one kind of credential only */
+	make_sas(sas, sizeof sas, "rwdlac", NULL, "2099-01-01T00:00:00Z", false);
+	write_file(file, sas);
+	snprintf(opts, sizeof opts, "endpoint=%s,sas_file=%s,key_file=%s", az_endpoint, file, az_keyfile);
+	CHECK_EQ(phi_store_open(url, opts, &s), -EINVAL);
+	snprintf(opts, sizeof opts, "endpoint=%s,credential=k,sas_credential=sas", az_endpoint);
+	CHECK_EQ(phi_store_open(url, opts, &s), -EINVAL);
+	snprintf(opts, sizeof opts, "endpoint=%s,sas_file=%s,sas_credential=sas", az_endpoint, file);
+	CHECK_EQ(phi_store_open(url, opts, &s), -EINVAL);
+	snprintf(opts, sizeof opts, "endpoint=%s,sas_file=%s/missing", az_endpoint, dir);
+	CHECK_EQ(phi_store_open(url, opts, &s), -ENOKEY);
+
+	/* the credential directory: sas_credential=NAME, and phifs-azure-sas when there is no
+	 * phifs-azure-key; the key wins when both are there */
+	setenv("CREDENTIALS_DIRECTORY", dir, 1);
+	snprintf(opts, sizeof opts, "endpoint=%s,sas_credential=sas", az_endpoint);
+	CHECK_OK(phi_store_open(url, opts, &s));
+	phi_store_closep(&s);
+	snprintf(opts, sizeof opts, "endpoint=%s", az_endpoint);
+	CHECK_EQ(phi_store_open(url, opts, &s), -ENOKEY);
+	char p2[300];
+	snprintf(p2, sizeof p2, "%s/phifs-azure-sas", dir);
+	write_file(p2, "sv=2021-12-02"); /* no sig: EINVAL proves the default read this file */
+	CHECK_EQ(phi_store_open(url, opts, &s), -EINVAL);
+	write_file(p2, sas);
+	CHECK_OK(phi_store_open(url, opts, &s));
+	gl = 0;
+	CHECK_OK(s->ops->get(s, "kept", got, sizeof got, &gl));
+	CHECK(gl == 8);
+	phi_store_closep(&s);
+	char p3[300];
+	snprintf(p3, sizeof p3, "%s/phifs-azure-key", dir);
+	write_file(p3, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"); /* a wrong key */
+	CHECK_EQ(phi_store_open(url, opts, &s), -EACCES);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	unlink(p3);
+	unlink(p2);
+	unlink(file);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	test_parsers();
@@ -839,5 +993,6 @@ int main(void)
 	phi_store_closep(&s);
 
 	test_failures();
+	test_sas();
 	return 0;
 }
