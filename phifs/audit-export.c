@@ -4,7 +4,7 @@
  * notes I, I+1, ... (blob_notes of them, I = k * blob_notes + 1), so they hold exactly a
  * prefix of the local file and the exporter resumes from their lengths after any outage or
  * restart. Every Append Block is conditional on the blob's length (phi_az_append), so a
- * retry never appends a note twice. docs/audit-format.md, "Export to Azure". */
+ * retry never appends a note twice. docs/audit-format.md, "Export to Azure append blobs". */
 #include "audit-export.h"
 
 #include <inttypes.h>

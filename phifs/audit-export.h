@@ -1,5 +1,5 @@
 /* audit-export.h: the audit writer's checkpoint export to Azure append blobs, and the reader
- * that fetches them back for phifs-audit verify. docs/audit-format.md, "Export to Azure". */
+ * that fetches them back for phifs-audit verify. docs/audit-format.md, "Export to Azure append blobs". */
 #ifndef PHI_AUDIT_EXPORT_H
 #define PHI_AUDIT_EXPORT_H
 
