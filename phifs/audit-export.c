@@ -250,9 +250,9 @@ static int export_some(struct phi_audit_export *e)
 	if (e->scan_n != dn)
 		return -EBADMSG;
 	struct phi_buf buf _cleanup_buf_;
-	phi_buf_init(&buf, PHI_AZ_APPEND_MAX);
-	r = phi_buf_reserve(&buf, PHI_AZ_APPEND_MAX);
-	if (r < 0)
+	size_t bmax = (size_t)(end - e->off < PHI_AZ_APPEND_MAX ? end - e->off : PHI_AZ_APPEND_MAX);
+	phi_buf_init(&buf, bmax);
+	if (e->n < dn && (r = phi_buf_reserve(&buf, bmax)) < 0)
 		return r;
 	while (e->n < dn) {
 		uint64_t k = e->n / e->blob_notes;
@@ -277,7 +277,7 @@ static int export_some(struct phi_audit_export *e)
 		}
 		/* as many whole notes as fit one Append Block, within this blob */
 		uint64_t lim = (k + 1) * e->blob_notes < dn ? (k + 1) * e->blob_notes : dn;
-		size_t len = (size_t)(end - e->off < PHI_AZ_APPEND_MAX ? end - e->off : PHI_AZ_APPEND_MAX);
+		size_t len = (size_t)(end - e->off < bmax ? end - e->off : bmax);
 		r = pread_all(e->ck_fd, buf.p, len, e->off);
 		if (r < 0)
 			return r;
