@@ -1,6 +1,7 @@
 /* phifs-auditd: the audit writer daemon (see phifs/auditd.h, docs/audit-format.md).
  *
- *   phifs-auditd --dir LOGDIR --export-dir DIR --socket PATH [--signing-key FILE]
+ *   phifs-auditd --dir LOGDIR (--export-dir DIR | --export-url az://ACCOUNT/CONTAINER[/PREFIX]
+ *                [--export-opts OPTS]) --socket PATH [--signing-key FILE]
  *                [--previous-signing-key FILE]
  *                [--segment-max BYTES] [--reserve BYTES] [--heartbeat SECONDS]
  *                [--batch-max N] [--batch-wait-us US] [--ckpt-ms MS] [--ckpt-records N]
@@ -42,6 +43,9 @@ int main(int argc, char **argv)
 		{ "batch-wait-us", required_argument, NULL, 'w' },
 		{ "ckpt-ms", required_argument, NULL, 'c' },
 		{ "ckpt-records", required_argument, NULL, 'n' },
+		{ "export-url", required_argument, NULL, 'U' },
+		{ "export-opts", required_argument, NULL, 'O' },
+		{ "export-blob-notes", required_argument, NULL, 'B' },
 		{ 0 },
 	};
 	struct phi_auditd_opts o = { .stop_fd = -1 };
@@ -62,11 +66,16 @@ int main(int argc, char **argv)
 		case 'w': if (num(optarg, 2000, &v) < 0) return 2; o.batch_wait_us = (uint32_t)v; break;
 		case 'c': if (num(optarg, 60000, &v) < 0) return 2; o.ckpt_ms = (uint32_t)v; break;
 		case 'n': if (num(optarg, 1u << 20, &v) < 0) return 2; o.ckpt_records = (uint32_t)v; break;
+		case 'U': o.export_url = optarg; break;
+		case 'O': o.export_opts = optarg; break;
+		/* an append blob takes 50,000 blocks; each note may be one */
+		case 'B': if (num(optarg, 50000, &v) < 0 || v == 0) return 2; o.export_blob_notes = v; break;
 		default: return 2;
 		}
 	}
-	if (!o.dir || !o.export_dir || !o.socket_path || optind != argc) {
-		fputs("usage: phifs-auditd --dir LOGDIR --export-dir DIR --socket PATH [--signing-key FILE]\n"
+	if (!o.dir || (!o.export_dir && !o.export_url) || !o.socket_path || optind != argc) {
+		fputs("usage: phifs-auditd --dir LOGDIR [--export-dir DIR] [--export-url az://ACCOUNT/CONTAINER[/PREFIX]\n"
+		      "       [--export-opts OPTS] [--export-blob-notes N]] --socket PATH [--signing-key FILE]\n"
 		      "       [--previous-signing-key FILE]\n"
 		      "       [--segment-max BYTES] [--reserve BYTES] [--heartbeat S] [--batch-max N]\n"
 		      "       [--batch-wait-us US] [--ckpt-ms MS] [--ckpt-records N]\n", stderr);

@@ -1,10 +1,12 @@
 /* auditd.c: the audit writer. One thread: poll for requests, append every ready request as
  * one batch (one write, one fdatasync), ack, checkpoint on schedule. */
 #include "auditd.h"
+#include "audit-export.h"
 #include "notify.h"
 
 #include <inttypes.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -47,6 +49,11 @@ struct w {
 	int64_t wd_last; /* CLOCK_MONOTONIC ns of the last WATCHDOG=1 */
 	bool ck_need_trunc;
 	bool degraded;
+	/* checkpoint export to Azure: a thread of its own, so that the network never delays a
+	 * batch; exp_fd (eventfd) wakes the loop when its state changes, exp_state is the
+	 * state last recorded in the log */
+	struct phi_audit_export *exp;
+	int exp_fd, exp_state;
 	struct phi_buf out;
 	struct conn *conns;
 	size_t nconns;
@@ -141,6 +148,10 @@ static int checkpoint(struct w *w, int kind)
 	w->ck_size = ck.size;
 	w->ck_last = now_ns(CLOCK_MONOTONIC);
 	phi_audit_note_hash(note.p, note.len, w->ck_prev);
+	if (w->exp)
+		phi_audit_export_notify(w->exp, w->ck_good, w->ck_idx);
+	if (w->efd < 0)
+		return 0;
 
 	char name[64];
 	snprintf(name, sizeof(name), "ckpt-%012" PRIu64 ".note", ck.idx);
@@ -451,8 +462,9 @@ static int open_log(struct w *w)
 	if (mkdir(o->dir, 0750) < 0 && errno != EEXIST)
 		return phi_neg_errno();
 	w->dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	w->efd = open(o->export_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (w->dfd < 0 || w->efd < 0)
+	if (o->export_dir)
+		w->efd = open(o->export_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w->dfd < 0 || (o->export_dir && w->efd < 0))
 		return phi_neg_errno();
 	w->lock_fd = openat(w->dfd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (w->lock_fd < 0)
@@ -665,12 +677,41 @@ static void maybe_checkpoint(struct w *w)
 	}
 }
 
+/* Record a change of the Azure export's state in the log itself (the exporter thread never
+ * writes the log): outcome 4 when exports fail (the notes stay in checkpoints.log and are
+ * appended later), 8 when the blobs hold notes this log does not (export stopped), 0 when
+ * it works again. */
+static void export_event(struct w *w)
+{
+	int err, st;
+	char d[160];
+	if (!w->exp || w->degraded)
+		return; /* while the log cannot be written, the next loop tries again */
+	st = phi_audit_export_state(w->exp, &err);
+	if (st == w->exp_state)
+		return; /* one record per change, not one per failed retry */
+	uint8_t outcome = 0;
+	if (st == PHI_AEX_OK)
+		snprintf(d, sizeof(d), "checkpoint export to Azure resumed");
+	else if (st == PHI_AEX_FAILING) {
+		outcome = 4;
+		snprintf(d, sizeof(d), "checkpoint export to Azure failed (%s); the notes are kept and appended later",
+			 strerror(-err));
+	} else {
+		outcome = 8;
+		snprintf(d, sizeof(d), "the exported checkpoints differ from the local ones; export to Azure stopped");
+	}
+	if (append_self(w, PHI_AE_AUDIT_DEGRADED, outcome, d) < 0)
+		return;
+	w->exp_state = st;
+}
+
 static void serve(struct w *w)
 {
 	const struct phi_auditd_opts *o = w->o;
 	size_t batch_max = o->batch_max ? o->batch_max : 64;
 	size_t max = o->max_clients ? o->max_clients : 1024;
-	_cleanup_free_ struct pollfd *pfd = calloc(max + 2, sizeof(*pfd));
+	_cleanup_free_ struct pollfd *pfd = calloc(max + 3, sizeof(*pfd));
 	if (!pfd)
 		return;
 	for (;;) {
@@ -679,6 +720,8 @@ static void serve(struct w *w)
 		pfd[np++] = (struct pollfd){ .fd = w->lfd, .events = POLLIN };
 		for (size_t i = 0; i < w->nconns; i++)
 			pfd[np++] = (struct pollfd){ .fd = w->conns[i].fd, .events = POLLIN };
+		size_t ei = np;
+		pfd[np++] = (struct pollfd){ .fd = w->exp_fd, .events = POLLIN };
 		int t = poll_timeout(w, now_ns(CLOCK_MONOTONIC));
 		if (poll(pfd, np, t) < 0 && errno != EINTR)
 			return;
@@ -686,6 +729,12 @@ static void serve(struct w *w)
 			return;
 		if (pfd[1].revents)
 			accept_all(w);
+		if (pfd[ei].revents) {
+			uint64_t cnt;
+			if (read(w->exp_fd, &cnt, sizeof(cnt)) < 0) {
+				/* EAGAIN: nothing to drain */
+			}
+		}
 		int64_t deadline = 0;
 		for (;;) {
 			for (size_t i = 0; i < w->nconns && w->npend < batch_max; i++)
@@ -706,6 +755,7 @@ static void serve(struct w *w)
 		}
 		if (w->npend)
 			flush_batch(w);
+		export_event(w);
 		maybe_checkpoint(w);
 		/* from the loop, after the batch is committed: a hung writer stops pinging */
 		int64_t now = now_ns(CLOCK_MONOTONIC);
@@ -719,11 +769,11 @@ static void serve(struct w *w)
 int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signer *signer)
 {
 	struct w w = { .o = o, .signer = signer, .dfd = -1, .efd = -1, .lock_fd = -1, .seg_fd = -1,
-		       .ck_fd = -1, .res_fd = -1, .lfd = -1 };
+		       .ck_fd = -1, .res_fd = -1, .lfd = -1, .exp_fd = -1 };
 	size_t max = o->max_clients ? o->max_clients : 1024;
 	size_t bmax = o->batch_max ? o->batch_max : 64;
 	int r;
-	if (bmax > 256 || !o->dir || !o->export_dir || !o->socket_path)
+	if (bmax > 256 || !o->dir || (!o->export_dir && !o->export_url) || !o->socket_path)
 		return -EINVAL;
 	if (o->prev_signer && (strcmp(o->prev_signer->vk.name, signer->vk.name) != 0 ||
 			       !memcmp(o->prev_signer->vk.pk, signer->vk.pk, sizeof(signer->vk.pk))))
@@ -738,6 +788,17 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 	r = open_log(&w);
 	if (r < 0)
 		goto out;
+	if (o->export_url) {
+		w.exp_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (w.exp_fd < 0) {
+			r = phi_neg_errno();
+			goto out;
+		}
+		r = phi_audit_export_start(o->export_url, o->export_opts, w.dfd, o->export_blob_notes,
+					   w.ck_good, w.ck_idx, w.exp_fd, &w.exp);
+		if (r < 0)
+			goto out;
+	}
 	if (append_self(&w, PHI_AE_AUDIT_START, 0, "") < 0 || checkpoint(&w, PHI_CK_START) < 0)
 		logmsg("writing the start record failed", 0);
 	w.ck_last = now_ns(CLOCK_MONOTONIC);
@@ -757,6 +818,9 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 	(void)unlink(o->socket_path);
 	r = 0;
 out:
+	/* after the stop checkpoint: the exporter tries once more to append it */
+	phi_audit_export_stop(w.exp);
+	phi_closep(&w.exp_fd);
 	for (size_t i = 0; i < w.nconns; i++)
 		phi_closep(&w.conns[i].fd);
 	free(w.conns);

@@ -9,7 +9,12 @@
 
 struct phi_auditd_opts {
 	const char *dir;          /* log directory (created 0750 if missing) */
-	const char *export_dir;   /* second location for checkpoint notes */
+	const char *export_dir;   /* second location for checkpoint notes; NULL: none */
+	/* and/or Azure append blobs az://ACCOUNT/CONTAINER[/PREFIX] (audit-export.h), with the
+	 * store options (endpoint=, key_file=, credential=, timeout=); NULL: none */
+	const char *export_url;
+	const char *export_opts;
+	uint64_t export_blob_notes; /* notes per blob; 0: PHI_AUDIT_BLOB_NOTES (tests change it) */
 	const char *socket_path;  /* AF_UNIX SOCK_SEQPACKET, mode 0660 */
 	uint64_t segment_max;     /* bytes; 0: 64 MiB */
 	uint64_t reserve_bytes;   /* preallocated reserve; 0: 1 MiB */

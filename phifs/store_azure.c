@@ -3954,6 +3954,165 @@ static int load_credential(struct az_store *s, const char *key_file, const char 
 	return 0;
 }
 
+/* ---- append blobs (the audit writer's checkpoint export, docs/audit-format.md) ----
+ * These address any container of the store's account, not the store's own container and
+ * prefix: the checkpoints go to a container of their own, which can be put under a
+ * time-based retention (WORM) policy without touching the data. */
+
+static int req_in(struct az_store *s, struct req *q, const char *method, const char *container,
+		  const char *blob)
+{
+	if (!container || !container_ok(container) || (blob && path_check(blob, false) < 0))
+		return -EINVAL;
+	int r = req_init(s, q, method, NULL);
+	if (r < 0)
+		return r;
+	int n = blob ? snprintf(q->path, sizeof q->path, "/%s/%s", container, blob)
+		     : snprintf(q->path, sizeof q->path, "/%s", container);
+	return n > 0 && (size_t)n < sizeof q->path ? 0 : -ENAMETOOLONG;
+}
+
+static int az_of(struct phi_store *ps, struct az_store **ret)
+{
+	if (!ps || ps->ops != &az_ops)
+		return -EINVAL;
+	*ret = to_az(ps);
+	return 0;
+}
+
+int phi_az_blob_size(struct phi_store *ps, const char *container, const char *blob,
+		     uint64_t *ret_size)
+{
+	struct az_store *s;
+	struct req q;
+	int r = az_of(ps, &s);
+	r = r < 0 ? r : req_in(s, &q, "HEAD", container, blob);
+	r = r < 0 ? r : perform(s, &q);
+	r = r < 0 ? r : status_errno(&q);
+	if (r < 0)
+		return r;
+	if (!q.have_length)
+		return -EIO;
+	*ret_size = q.content_length;
+	return 0;
+}
+
+int phi_az_blob_get(struct phi_store *ps, const char *container, const char *blob, uint64_t off,
+		    uint64_t len, struct phi_buf *out)
+{
+	struct az_store *s;
+	struct req q;
+	struct phi_buf b _cleanup_buf_;
+	phi_buf_init(&b, out->max);
+	int r = az_of(ps, &s);
+	r = r < 0 ? r : req_in(s, &q, "GET", container, blob);
+	if (r >= 0 && len)
+		r = req_hdr(&q, "x-ms-range", "bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
+	else if (r >= 0 && off)
+		r = req_hdr(&q, "x-ms-range", "bytes=%" PRIu64 "-", off);
+	if (r < 0)
+		return r;
+	q.grow = &b;
+	r = perform(s, &q);
+	if (r < 0)
+		return r;
+	if (q.overflow)
+		return -EFBIG;
+	r = status_errno(&q);
+	if (r == -ERANGE && !len) /* nothing past off: an empty answer */
+		b.len = 0;
+	else if (r < 0)
+		return r;
+	else if ((q.have_length && q.content_length != b.len) || (len && b.len != len))
+		return -EIO; /* short: the blob is shorter than the range asked for */
+	phi_buf_done(out);
+	*out = b;
+	b = (struct phi_buf){ 0 };
+	return 0;
+}
+
+int phi_az_append_create(struct phi_store *ps, const char *container, const char *blob)
+{
+	struct az_store *s;
+	struct req q;
+	for (int tries = 0;; tries++) {
+		int r = az_of(ps, &s);
+		r = r < 0 ? r : req_in(s, &q, "PUT", container, blob);
+		r = r < 0 ? r : req_hdr(&q, "x-ms-blob-type", "AppendBlob");
+		/* never replace an existing append blob: that would drop what it holds */
+		r = r < 0 ? r : req_hdr(&q, "if-none-match", "*");
+		r = r < 0 ? r : perform(s, &q);
+		if (r < 0)
+			return r;
+		r = status_errno(&q);
+		if (r == -ESTALE || r == -EEXIST)
+			return -EEXIST;
+		if (r != -ENOENT || tries)
+			return r;
+		/* ContainerNotFound: make the container, once, then the blob */
+		r = req_in(s, &q, "PUT", container, NULL);
+		r = r < 0 ? r : req_query(&q, "restype", "container");
+		r = r < 0 ? r : perform(s, &q);
+		r = r < 0 ? r : status_errno(&q);
+		if (r < 0 && r != -EEXIST)
+			return r;
+	}
+}
+
+/* Whether the blob holds data at [pos, pos + len): read it back and compare. */
+static int append_landed(struct phi_store *ps, const char *container, const char *blob,
+			 uint64_t pos, const void *data, size_t len)
+{
+	struct phi_buf b _cleanup_buf_;
+	phi_buf_init(&b, len);
+	int r = phi_az_blob_get(ps, container, blob, pos, len, &b);
+	if (r < 0)
+		return r;
+	return b.len == len && memcmp(b.p, data, len) == 0 ? 0 : -EBADMSG;
+}
+
+int phi_az_append(struct phi_store *ps, const char *container, const char *blob, uint64_t pos,
+		  const void *data, size_t len)
+{
+	struct az_store *s;
+	struct req q;
+	if (len == 0 || len > PHI_AZ_APPEND_MAX)
+		return -EINVAL;
+	for (int tries = 0; tries < 3; tries++) {
+		int r = az_of(ps, &s);
+		r = r < 0 ? r : req_in(s, &q, "PUT", container, blob);
+		r = r < 0 ? r : req_query(&q, "comp", "appendblock");
+		/* the service appends only if the blob ends at pos: a retry after a lost answer
+		 * fails this condition instead of appending a second copy */
+		r = r < 0 ? r : req_hdr(&q, "x-ms-blob-condition-appendpos", "%" PRIu64, pos);
+		if (r < 0)
+			return r;
+		q.body = data;
+		q.body_len = len;
+		r = perform(s, &q);
+		if (r < 0)
+			return r;
+		r = status_errno(&q);
+		if (r != -ESTALE)
+			return r;
+		if (strcmp(q.error_code, "AppendPositionConditionNotMet") != 0)
+			return -EIO;
+		uint64_t size;
+		r = phi_az_blob_size(ps, container, blob, &size);
+		if (r < 0)
+			return r;
+		if (size == pos)
+			continue; /* the blob was shorter at the time and is at pos now: append again */
+		if (size < pos + len)
+			return -ESTALE; /* the blob does not end where the caller thinks */
+		/* an earlier attempt (this call's retry, or a call whose answer was lost) landed:
+		 * done if those bytes are ours */
+		r = append_landed(ps, container, blob, pos, data, len);
+		return r == -EBADMSG ? -ESTALE : r;
+	}
+	return -EIO;
+}
+
 int phi_store_azure_open(const char *url, const char *opts, struct phi_store **ret)
 {
 	if (!url || !ret || strncmp(url, "az://", 5) != 0)

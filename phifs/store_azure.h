@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "store.h"
+#include "util.h"
 
 /* Open az://ACCOUNT/CONTAINER[/PREFIX] with comma-separated key=value options:
  *   endpoint=URL      service endpoint (e.g. http://127.0.0.1:10000 for Azurite, path-style);
@@ -60,5 +61,27 @@ struct phi_az_block {
 /* Parse the <CommittedBlocks> of a Get Block List body into a malloc'd array. */
 int phi_az_parse_blocklist(const char *xml, size_t len, struct phi_az_block **ret,
 			   size_t *ret_n);
+
+/* Append blobs in any container of the store's account (not under the store's prefix): the
+ * audit writer exports its signed checkpoints there (docs/audit-format.md). container is an
+ * Azure container name, blob a store-style path. */
+#define PHI_AZ_APPEND_MAX (4u << 20) /* largest Append Block (x-ms-version 2021-12-02) */
+
+/* HEAD: the blob's length; -ENOENT if it (or its container) does not exist. */
+int phi_az_blob_size(struct phi_store *ps, const char *container, const char *blob,
+		     uint64_t *ret_size);
+/* GET bytes [off, off + len) (len 0: from off to the end) into out, replacing its content;
+ * out->max bounds the size (-EFBIG beyond). -ENOENT if missing, -EIO if shorter than asked. */
+int phi_az_blob_get(struct phi_store *ps, const char *container, const char *blob, uint64_t off,
+		    uint64_t len, struct phi_buf *out);
+/* Create an empty append blob, and its container if missing. -EEXIST if the blob exists
+ * (it is never replaced). */
+int phi_az_append_create(struct phi_store *ps, const char *container, const char *blob);
+/* Append data (1..PHI_AZ_APPEND_MAX bytes, one Append Block) at exactly offset pos, which
+ * must be the blob's length. Idempotent: if the blob already holds these bytes at pos (an
+ * earlier attempt whose answer was lost), 0 without appending again. -ESTALE if the blob
+ * ends elsewhere or holds other bytes at pos (the caller must re-read its length). */
+int phi_az_append(struct phi_store *ps, const char *container, const char *blob, uint64_t pos,
+		  const void *data, size_t len);
 
 #endif

@@ -4,6 +4,8 @@
  *   phifs-audit lookup-key [--key-file MASTER] --out FILE
  *   phifs-audit verify --dir LOGDIR --export-dir DIR --pubkey FILE [--pubkey FILE...] [--max-gap S]
  *                      [--json]   (several keys: the log's keys over time, oldest first)
+ *   phifs-audit fetch-checkpoints --export-url az://ACCOUNT/CONTAINER[/PREFIX] [--export-opts OPTS]
+ *                      --out DIR   (the notes of the append blobs, as files verify reads)
  *   phifs-audit query --dir LOGDIR [--patient ID|pt:..] [--principal P] [--role R] [--event E]
  *                     [--outcome N] [--from T] [--to T] [--format table|json|csv]
  *                     [--lookup-key FILE]
@@ -25,13 +27,15 @@
 #include <time.h>
 
 #include "phifs/audit-client.h"
+#include "phifs/audit-export.h"
 #include "phifs/audit.h"
 #include "phifs/keys.h"
 #include "tools/audit-report.h"
 
 struct args {
 	const char *out, *name, *key_file, *dir, *export_dir, *pubkey, *patient, *path, *principal,
-		*role, *event, *format, *lookup_key, *socket, *action, *detail, *out_md, *out_html, *purpose;
+		*role, *event, *format, *lookup_key, *socket, *action, *detail, *out_md, *out_html, *purpose,
+		*export_url, *export_opts;
 	int64_t grant_exp_ns;
 	const char *pubkeys[PHI_AUDIT_VKEYS_MAX];
 	size_t npubkeys;
@@ -130,6 +134,33 @@ static int cmd_verify(const struct args *a)
 			printf("warnings: %" PRIu64 " (first: %s)\n", res.warnings, res.warning);
 	}
 	return res.status;
+}
+
+/* ---- fetch-checkpoints ---- */
+
+/* Download the checkpoint notes exported to Azure append blobs into a directory, so that
+ * verify checks the log against them exactly as against an export directory. Exit codes
+ * as verify's: 0 ok, 1 the blobs are damaged or hold a duplicated or missing note, 2 they
+ * could not be read. */
+static int cmd_fetch(const struct args *a)
+{
+	char why[512];
+	uint64_t n = 0;
+	if (!a->export_url || !a->out) {
+		fputs("phifs-audit: fetch-checkpoints needs --export-url and --out\n", stderr);
+		return 2;
+	}
+	int r = phi_audit_export_fetch(a->export_url, a->export_opts, a->out, &n, why, sizeof(why));
+	if (r == -EBADMSG && why[0]) {
+		printf("tampered: %s\n", why);
+		return 1;
+	}
+	if (r < 0) {
+		err("cannot fetch the exported checkpoints", r);
+		return 2;
+	}
+	printf("fetched %" PRIu64 " checkpoints\n", n);
+	return 0;
 }
 
 /* ---- query ---- */
@@ -372,6 +403,7 @@ static int usage(void)
 	      "  keygen --out DIR [--name NAME]\n"
 	      "  lookup-key [--key-file MASTER] --out FILE\n"
 	      "  verify --dir LOGDIR --export-dir DIR --pubkey FILE [--pubkey FILE...] [--max-gap S] [--json]\n"
+	      "  fetch-checkpoints --export-url az://ACCOUNT/CONTAINER[/PREFIX] [--export-opts OPTS] --out DIR\n"
 	      "  query --dir LOGDIR [--patient ID|pt:..] [--principal P] [--role R] [--event E]\n"
 	      "        [--outcome N] [--from T] [--to T] [--format table|json|csv] [--lookup-key FILE]\n"
 	      "  report --dir LOGDIR [--from T] [--to T] [--out-md FILE] [--out-html FILE]\n"
@@ -401,7 +433,8 @@ int main(int argc, char **argv)
 		{ "out-html", required_argument, NULL, 'H' }, { "work-hours", required_argument, NULL, 'W' },
 		{ "deny-max", required_argument, NULL, 'x' }, { "spike-max", required_argument, NULL, 'y' },
 		{ "once", no_argument, NULL, '1' },          { "purpose", required_argument, NULL, 'U' },
-		{ "grant-exp", required_argument, NULL, 'X' }, { 0 },
+		{ "grant-exp", required_argument, NULL, 'X' }, { "export-url", required_argument, NULL, 'R' },
+		{ "export-opts", required_argument, NULL, 'Q' }, { 0 },
 	};
 	struct args a = { .outcome = -1, .work_from = 6, .work_to = 22 };
 	uint64_t v;
@@ -445,6 +478,8 @@ int main(int argc, char **argv)
 				return usage();
 			break;
 		case 'H': a.out_html = optarg; break;
+		case 'R': a.export_url = optarg; break;
+		case 'Q': a.export_opts = optarg; break;
 		case '1': a.once = true; break;
 		case 'W':
 			if (sscanf(optarg, "%u-%u", &a.work_from, &a.work_to) != 2 || a.work_from > 24 ||
@@ -481,6 +516,8 @@ int main(int argc, char **argv)
 	int r = 2;
 	if (!strcmp(cmd, "verify") && rest == 0)
 		r = cmd_verify(&a);
+	else if (!strcmp(cmd, "fetch-checkpoints") && rest == 0)
+		r = cmd_fetch(&a);
 	else if (!strcmp(cmd, "query") && rest == 0)
 		r = cmd_query(&a);
 	else if (!strcmp(cmd, "keygen") && rest == 0)
@@ -499,7 +536,7 @@ int main(int argc, char **argv)
 		r = cmd_submit(&a);
 	else
 		return usage();
-	if (r == 2 && strcmp(cmd, "verify") != 0)
+	if (r == 2 && strcmp(cmd, "verify") != 0 && strcmp(cmd, "fetch-checkpoints") != 0)
 		return usage();
 	return r;
 }
