@@ -26,6 +26,7 @@
 #include "store_azure.h"
 
 #include "az_journal.h"
+#include "az_rcache.h"
 
 #include <curl/curl.h>
 #include <dirent.h>
@@ -429,7 +430,8 @@ struct az_store {
 
 	struct phi_ajd *jd; /* the write journal's directory; NULL: cache_dir=none, not started */
 	char cache_dir[256]; /* options kept for az_start */
-	uint64_t cache_max;
+	uint64_t cache_max, rcache_max;
+	struct phi_rc *rc; /* the read cache; NULL: none */
 };
 
 struct acache_ent {
@@ -2292,6 +2294,26 @@ static int stage_dirty(struct phi_store_obj *o, const struct slot *keep, bool wi
 
 static int commit(struct phi_store_obj *o);
 
+/* The read cache (az_rcache.h) holds block i of the committed version o->etag, all of
+ * its committed bytes; not used while a truncate in memory hides some of them (low). */
+static uint64_t rc_len(const struct phi_store_obj *o, uint64_t i)
+{
+	return o->s->rc && o->low >= o->csize ? block_len(o->csize, i) : 0;
+}
+
+static bool rc_load(struct phi_store_obj *o, uint64_t i, uint8_t *buf)
+{
+	uint64_t len = rc_len(o, i);
+	return len && phi_rc_get(o->s->rc, o->name, o->etag, i, buf, (size_t)len) == 0;
+}
+
+static void rc_save(struct phi_store_obj *o, uint64_t i, const uint8_t *buf)
+{
+	uint64_t len = rc_len(o, i);
+	if (len)
+		phi_rc_put(o->s->rc, o->name, o->etag, i, buf, (size_t)len);
+}
+
 static struct slot *slot_find(struct phi_store_obj *o, uint64_t i)
 {
 	for (size_t k = 0; k < OBJ_SLOTS; k++)
@@ -2368,6 +2390,14 @@ static int slot_fill(struct phi_store_obj *o, struct slot *sl, unsigned mask, bo
 			break;
 		}
 	uint64_t valid = valid_end(o);
+	/* a whole block of committed bytes: from the read cache if it has it, into it if not */
+	bool whole = !sl->present && mask == all_subs(i) && base < valid &&
+		     !staged_any(o, p0, p0 + nsub);
+	if (whole && rc_load(o, i, sl->buf)) {
+		memset(sl->buf + block_len(valid, i), 0, (size_t)(BLOCK - block_len(valid, i)));
+		sl->present = (uint8_t)mask;
+		return 0;
+	}
 	struct xfer x[SUBS + 1];
 	size_t n = 0;
 	for (unsigned u = 0; u < nsub;) {
@@ -2398,6 +2428,8 @@ static int slot_fill(struct phi_store_obj *o, struct slot *sl, unsigned mask, bo
 	}
 	if (r < 0)
 		return r;
+	if (whole)
+		rc_save(o, i, sl->buf);
 	sl->present |= mask;
 	return 0;
 }
@@ -2925,16 +2957,22 @@ static void prefetch(struct phi_store_obj *o, uint64_t i)
 	 * round trip and a transaction on real Azure, and Azurite hashes (MD5) every ranged
 	 * answer of 4 MiB or less, which halved its read rate (docs/azure-store.md). */
 	struct iovec iov[OBJ_SLOTS];
-	size_t niov = 0, total = 0, got = 0;
+	size_t niov = 0, total = 0, got = 0, first = 0;
 	uint64_t valid = valid_end(o);
-	for (size_t k = 0; k < n && block_len(valid, idx[k]); k++) {
+	/* the blocks the read cache holds need no download; the GET starts at the first
+	 * block it lacks */
+	while (first < n && block_len(valid, idx[first]) && rc_load(o, idx[first], v[first]->buf))
+		first++;
+	for (size_t k = first; k < n && block_len(valid, idx[k]); k++) {
 		iov[niov++] = (struct iovec){ .iov_base = v[k]->buf,
 					      .iov_len = (size_t)block_len(valid, idx[k]) };
 		total += iov[niov - 1].iov_len;
 	}
-	int r = total ? ranged_getv(o, NULL, iov, niov, idx[0] * BLOCK, total, &got) : 0;
+	int r = total ? ranged_getv(o, NULL, iov, niov, idx[first] * BLOCK, total, &got) : 0;
 	if (r < 0 || got != total)
 		return; /* slot_fill loads (and reports) it */
+	for (size_t k = first; k < first + niov; k++)
+		rc_save(o, idx[k], v[k]->buf);
 	for (size_t k = 0; k < n; k++)
 		*v[k] = (struct slot){ .idx = idx[k], .buf = v[k]->buf, .used = true,
 				       .present = (uint8_t)all_subs(idx[k]), .tick = ++o->tick };
@@ -3535,6 +3573,7 @@ static void az_close(struct phi_store *ps)
 	if (s->key)
 		sodium_free(s->key);
 	phi_ajd_close(s->jd);
+	phi_rc_close(s->rc);
 	if (s->sas)
 		sodium_free(s->sas); /* wipes it */
 	pthread_mutex_destroy(&s->lock);
@@ -3876,6 +3915,14 @@ static int journal_open(struct az_store *s, const char *cache_dir, uint64_t cach
 			root, strerror(-r));
 		return r;
 	}
+	if (s->rcache_max) {
+		/* best effort: without it every open downloads again, nothing else changes */
+		char rdir[700];
+		(void)snprintf(rdir, sizeof rdir, "%s/%s/blocks", root, id);
+		int rr = phi_rc_open(rdir, s->rcache_max, &s->rc);
+		if (rr < 0)
+			fprintf(stderr, "phifs: azure: no read cache in %s: %s\n", rdir, strerror(-rr));
+	}
 	unsigned n[3];
 	r = phi_ajd_recover(s->jd, replay, s, n);
 	if (r >= 0 && (n[PHI_AJ_CONFLICT] || n[PHI_AJ_RETRY]))
@@ -4158,6 +4205,7 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 	char endpoint[256] = "", key_file[512] = "", cred[128] = "", sas_file[512] = "",
 	     sas_cred[128] = "", cache_dir[256] = "";
 	uint64_t timeout = 30, create = 0, cache_max = UINT64_C(1) << 30;
+	uint64_t rcache_max = UINT64_C(256) << 20;
 	_cleanup_free_ char *o = strdup(opts ? opts : "");
 	if (!o)
 		return -ENOMEM;
@@ -4175,6 +4223,10 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 			n = *v ? snprintf(cache_dir, sizeof cache_dir, "%s", v) : -1;
 		else if (!strcmp(kv, "cache_max")) {
 			if (phi_parse_u64(v, UINT64_C(1) << 40, &cache_max) < 0 || cache_max < (1u << 20))
+				return -EINVAL;
+			n = 0;
+		} else if (!strcmp(kv, "rcache_max")) {
+			if (phi_parse_u64(v, UINT64_C(1) << 40, &rcache_max) < 0)
 				return -EINVAL;
 			n = 0;
 		} else if (!strcmp(kv, "key_file"))
@@ -4252,6 +4304,7 @@ int phi_store_azure_open(const char *url, const char *opts, struct phi_store **r
 		return r == -ENOENT ? -ENXIO : r;
 	(void)snprintf(s->cache_dir, sizeof s->cache_dir, "%s", cache_dir);
 	s->cache_max = cache_max;
+	s->rcache_max = rcache_max;
 	*ret = TAKE_PTR(guard);
 	return 0;
 }
