@@ -1004,6 +1004,43 @@ static int perform(struct az_store *s, struct req *q)
 	return r;
 }
 
+static int meta_hdrs(struct req *q, const struct meta *m);
+
+/* A conditional PUT retried after an attempt whose outcome is unknown (a reset or a
+ * timeout after the request went out, a 5xx) comes back 412 (If-Match) or 409/412
+ * (If-None-Match: *) when that attempt was applied and only its answer was lost: the
+ * retry then races against its own first attempt. Treating that as another writer turned
+ * a commit into a false conflict (EIO, writes reported lost though stored) and a create
+ * into EEXIST (tests/azure/test-proxy.sh, resets halfway through the answer). Every such
+ * PUT carries our full metadata, with phigen and phiino (random 64 bits) and phictime
+ * (ns): if a HEAD finds exactly that metadata on the blob, the earlier attempt landed,
+ * and the request is answered as the success it was, with the blob's ETag. Anything else
+ * (another writer, a HEAD that fails) leaves the 412/409 to the caller. */
+static bool applied_earlier(struct az_store *s, struct req *q)
+{
+	bool im = *req_get_hdr(q, "if-match"), inm = *req_get_hdr(q, "if-none-match");
+	if (strcmp(q->method, "PUT") || !*req_get_hdr(q, "x-ms-meta-phigen") ||
+	    !((im && q->status == 412) || (inm && (q->status == 409 || q->status == 412))))
+		return false;
+	_cleanup_free_ struct req *v = calloc(2, sizeof *v); /* the HEAD; its metadata formatted */
+	if (!v)
+		return false;
+	v[0] = (struct req){ .method = "HEAD", .head = true };
+	memcpy(v[0].path, q->path, sizeof v[0].path);
+	if (perform_once(s, &v[0]) < 0 || v[0].status != 200 ||
+	    v[0].meta_seen != (M_MODE | M_UID | M_GID | M_INO | M_AT | M_MT | M_CT | M_GEN))
+		return false;
+	v[1] = (struct req){ .method = "HEAD" };
+	if (meta_hdrs(&v[1], &v[0].meta) < 0)
+		return false;
+	for (size_t i = 0; i < v[1].nhdrs; i++)
+		if (strcmp(req_get_hdr(q, v[1].hdrs[i].name), v[1].hdrs[i].value))
+			return false;
+	q->status = 201;
+	(void)snprintf(q->etag, sizeof q->etag, "%s", v[0].etag);
+	return true;
+}
+
 static int perform_once(struct az_store *s, struct req *q)
 {
 	uint64_t start = now_ms(), end = start + s->deadline_ms;
@@ -1016,8 +1053,11 @@ static int perform_once(struct az_store *s, struct req *q)
 		int r = attempt(s, q, end - now);
 		if (r == -ENAMETOOLONG || r == -ENOMEM || r == -E2BIG)
 			return r;
-		if (r == 0 && !retryable_status(q->status))
+		if (r == 0 && !retryable_status(q->status)) {
+			if (last)
+				(void)applied_earlier(s, q); /* an earlier attempt failed: maybe not */
 			return 0;
+		}
 		last = r < 0 ? r : -EIO;
 		now = now_ms();
 		if (now >= end)
