@@ -23,7 +23,7 @@ OPTS="${AZ_OPTS//cache_dir=+([^,])/cache_dir=$CACHE}"
 phi_mount --store-opts "$OPTS"
 P=$MNT/patient-k
 
-journals() { find "$CACHE" -path '*/m-*/j-*' -type f 2>/dev/null | wc -l; } # awaiting replay
+journals() { find "$CACHE" -path '*/m-*/j-*' -type f -size +0 2>/dev/null | wc -l; } # awaiting replay (empty: pooled)
 crash() { # kill -9 phifs, and the writer; clear the dead mount
 	kill -9 "$PHIFS_PID"
 	wait "$PHIFS_PID" 2>/dev/null || true
@@ -154,7 +154,7 @@ with open(f"{sys.argv[1]}/full", "rb") as f:
     assert f.read() == data
 PY
 sum_full=$(sha256sum < "$P/full")
-[ "$(find "$T/full" -path '*/m-*/j-*' -type f | wc -l)" = 0 ] || fail "a journal was left on the full volume"
+[ "$(find "$T/full" -path '*/m-*/j-*' -type f -size +0 | wc -l)" = 0 ] || fail "a journal was left on the full volume"
 phi_umount
 [ -z "$(find "$T/full" -type f ! -path '*/blocks/*')" ] || fail "the full volume was not left empty: $(find "$T/full")"
 umount "$T/full"

@@ -96,14 +96,23 @@ m=$(mark); got=$(sha256sum < "$P/big"); d5=$(downloaded "$m")
 [ "$got" = "$want2" ] && [ "$d5" -le 16384 ] || fail "the refetched entries were not cached ($d5)"
 ok "damaged entries are detected, removed and refetched"
 
-# 4. the size limit
+# 4. the size limit: files up to half of it are cached, larger ones are not (scan
+#    resistance)
 phi_umount
 rm -rf "$CACHE"
-phi_mount --store-opts "$OPTS,rcache_max=9000000"
-for i in 1 2 3; do cp "$P/big" "$P/copy$i"; done
-for i in 1 2 3; do cold "$OPTS,rcache_max=9000000"; cat "$P/copy$i" >/dev/null; done
+LIM=20000000
+phi_mount --store-opts "$OPTS,rcache_max=$LIM"
+for i in 1 2 3; do head -c $((9 << 20)) "$P/big" > "$P/copy$i"; done
+for i in 1 2 3; do cold "$OPTS,rcache_max=$LIM"; cat "$P/copy$i" >/dev/null; done
 total=$(find "$CACHE" -path '*/blocks/*' -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
-[ "$total" -le 9000000 ] || fail "the read cache holds $total bytes, over its 9000000 limit"
-[ "$total" -gt 0 ] || fail "the read cache is empty"
-ok "the read cache stays under rcache_max ($total bytes)"
+[ "$total" -le "$LIM" ] || fail "the read cache holds $total bytes, over its $LIM limit"
+[ "$total" -gt $((9 << 20)) ] || fail "the read cache holds only $total bytes"
+cold "$OPTS,rcache_max=$LIM"
+m=$(mark); cat "$P/copy3" >/dev/null; d6=$(downloaded "$m")
+[ "$d6" -le 16384 ] || fail "the most recent file was evicted ($d6 bytes downloaded)"
+rm -rf "$CACHE"
+cold "$OPTS,rcache_max=$((16 << 20))"
+cat "$P/big" >/dev/null
+[ "$(entries)" = 0 ] || fail "a file larger than half the cache was cached"
+ok "the read cache stays under rcache_max ($total bytes), keeps the most recent, skips large files"
 echo PASS
