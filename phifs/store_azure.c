@@ -67,7 +67,7 @@ _Static_assert(SUBS >= 1 && SUBS <= 8 && BLOCK % PIECE == 0 && FINE_END % BLOCK 
 #define UNLINKED_KEEP (64u << 20) /* an open object unlinked below this size stays readable */
 #define ACACHE_SLOTS 2048       /* attributes remembered from listings */
 #define SAS_MAX 2048            /* longest SAS query string accepted */
-#define ACACHE_MS 1000          /* ...for this long, and only until this mount changes anything */
+#define ACACHE_MS 1000          /* ...for this long, and only until this mount changes that blob */
 
 /* ---- small helpers ---- */
 
@@ -419,9 +419,11 @@ struct az_store {
 
 	/* Attributes seen in the last listing, so that the getattr of every entry after a
 	 * readdir (ls -l, FUSE readdirplus) needs no HEAD; also those of recent getattr and
-	 * parent-check HEADs and of blobs this mount just created (head_cached, az_create). An entry is used only within
-	 * ACACHE_MS and while gen is unchanged; every PUT or DELETE this mount sends bumps gen,
-	 * so the mount never sees its own changes late. Other mounts' changes: up to 1 s. */
+	 * parent-check HEADs and of blobs this mount just created (head_cached, az_create). An
+	 * entry is used only within ACACHE_MS; every PUT or DELETE this mount sends removes the
+	 * entry of the blob it names and bumps gen, and an answer is cached only if gen did not
+	 * move while it was fetched, so the mount never sees its own changes late. Other
+	 * mounts' changes: up to 1 s. */
 	pthread_mutex_t cache_lock;
 	uint64_t gen;
 	struct acache_ent *cache; /* ACACHE_SLOTS, direct-mapped by name hash */
@@ -990,17 +992,17 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 
 /* One request with retries until the deadline. Returns 0 with q->status (any final HTTP
  * status, the caller maps it), or -EHOSTUNREACH / -ETIMEDOUT / -EIO past the deadline. */
-static void cache_bump(struct az_store *s);
+static void cache_bump(struct az_store *s, const char *path);
 static int perform_once(struct az_store *s, struct req *q);
 
 static int perform(struct az_store *s, struct req *q)
 {
 	bool mutates = !strcmp(q->method, "PUT") || !strcmp(q->method, "DELETE");
 	if (mutates)
-		cache_bump(s);
+		cache_bump(s, q->path);
 	int r = perform_once(s, q);
 	if (mutates)
-		cache_bump(s); /* a listing that overlapped the change is not trusted either */
+		cache_bump(s, q->path); /* a lookup that overlapped the change is not kept either */
 	return r;
 }
 
@@ -1206,10 +1208,11 @@ static uint64_t cache_gen(struct az_store *s);
 
 /* A HEAD whose answer the attribute cache may give, and which fills it. For getattr and
  * the parent and directory checks only, not before a change (those HEADs want the ETag):
- * the cache's rules hold (ACACHE_MS, and only while this mount has changed nothing since
- * the HEAD was sent, hence gen taken before it). Without it a small file's create cost
+ * the cache's rules hold (ACACHE_MS, and kept only if this mount changed nothing while
+ * the HEAD was in flight, hence gen taken before it). Without it a small file's create cost
  * three HEADs of its directory: the kernel's getattr, the negative lookup's parent check
- * and the create's parent check, with nothing changed in between. */
+ * and the create's parent check, with nothing changed in between; and until changes
+ * dropped only their own blob's entry, one per file in a directory being filled. */
 static int head_cached(struct az_store *s, const char *blob, struct meta *ret_meta,
 		       uint64_t *ret_size)
 {
@@ -1308,10 +1311,26 @@ static int set_meta(struct az_store *s, const char *blob, const struct meta *m, 
 
 static uint64_t fnv1a(const char *s);
 
-static void cache_bump(struct az_store *s)
+/* A change to the blob at URL path (as in struct req) is coming or done: forget that blob's
+ * attributes, and refuse every lookup that was in flight (cache_put) as it may have seen
+ * the blob before the change. Other blobs' entries stay: a PUT or DELETE changes only the
+ * blob it names (a directory is a marker blob of its own, unchanged by its children). */
+static void cache_bump(struct az_store *s, const char *path)
 {
+	size_t cl = strlen(s->container);
+	const char *blob = path[0] == '/' && !strncmp(path + 1, s->container, cl) &&
+					   path[1 + cl] == '/'
+				   ? path + 2 + cl
+				   : NULL;
 	pthread_mutex_lock(&s->cache_lock);
 	s->gen++;
+	if (blob && s->cache) {
+		struct acache_ent *e = &s->cache[fnv1a(blob) % ACACHE_SLOTS];
+		if (e->name && !strcmp(e->name, blob)) {
+			free(e->name);
+			e->name = NULL;
+		}
+	}
 	pthread_mutex_unlock(&s->cache_lock);
 }
 
@@ -1332,6 +1351,11 @@ static void cache_put(struct az_store *s, const char *blob, const struct meta *m
 	if (!dup)
 		return;
 	pthread_mutex_lock(&s->cache_lock);
+	if (gen != s->gen) { /* a change overlapped the lookup: its answer may be stale */
+		pthread_mutex_unlock(&s->cache_lock);
+		free(dup);
+		return;
+	}
 	struct acache_ent *e = &s->cache[fnv1a(blob) % ACACHE_SLOTS];
 	free(e->name);
 	*e = (struct acache_ent){ .name = dup, .gen = gen, .expires = now_ms() + ACACHE_MS,
@@ -1346,7 +1370,7 @@ static bool cache_get(struct az_store *s, const char *blob, struct meta *m, uint
 	bool hit = false;
 	pthread_mutex_lock(&s->cache_lock);
 	struct acache_ent *e = &s->cache[fnv1a(blob) % ACACHE_SLOTS];
-	if (e->name && e->gen == s->gen && now_ms() < e->expires && !strcmp(e->name, blob)) {
+	if (e->name && now_ms() < e->expires && !strcmp(e->name, blob)) {
 		*m = e->m;
 		*size = e->size;
 		hit = true;
