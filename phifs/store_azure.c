@@ -991,7 +991,7 @@ static int attempt(struct az_store *s, struct req *q, uint64_t left_ms)
 }
 
 /* One request with retries until the deadline. Returns 0 with q->status (any final HTTP
- * status, the caller maps it), or -EHOSTUNREACH / -ETIMEDOUT / -EIO past the deadline. */
+ * status, the caller maps it), or -EIO past the deadline (the cause is logged). */
 static void cache_bump(struct az_store *s, const char *path);
 static int perform_once(struct az_store *s, struct req *q);
 
@@ -1082,7 +1082,9 @@ static int perform_once(struct az_store *s, struct req *q)
 	else
 		fprintf(stderr, "phifs: azure: %s request failed past the %" PRIu64 " s deadline: %s\n",
 			q->method, s->deadline_ms / 1000, strerror(-last));
-	return last;
+	/* EIO whatever the cause, as for a disk that stopped answering; the line above says
+	 * which (a refused connection, a timeout, an HTTP status) */
+	return -EIO;
 }
 
 static int status_errno(const struct req *q)
