@@ -4,8 +4,8 @@
  * Writes to an Azure object stay in memory (and in uncommitted blocks) until fsync or close
  * commits them. So that a crash of phifs does not lose them, every write is also appended,
  * as the ciphertext the store was given, to a journal file of that object in a local cache
- * directory; a successful commit deletes the journal. A later mount replays the journals
- * that a dead mount left behind.
+ * directory; a successful commit empties the journal (truncated and kept for reuse). A
+ * later mount replays the journals that a dead mount left behind.
  *
  * Layout: CACHE_ROOT/<store id>/m-<random>/ is one mount's directory, held by an flock on
  * its "lock" file for the mount's lifetime; j-<random> in it are journals; a mount finds
@@ -79,7 +79,8 @@ int phi_aj_create(struct phi_ajd *d, const struct phi_aj_base *base, struct phi_
 /* Append a record: 0, or -errno (ENOSPC, EIO): then the journal is unusable, drop it. */
 int phi_aj_append(struct phi_aj *j, enum phi_aj_type type, uint64_t off, const void *data,
 		  uint64_t len);
-/* The object's writes are committed: delete the journal. NULL is a no-op. */
+/* The object's writes are committed: empty the journal (its file is truncated and pooled
+ * for the next phi_aj_create, or deleted). NULL is a no-op. */
 void phi_aj_drop(struct phi_aj *j);
 /* The writes could not be committed: close the journal and leave it for the next mount. */
 void phi_aj_keep(struct phi_aj *j);

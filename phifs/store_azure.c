@@ -2772,7 +2772,7 @@ static int journal_rec(struct phi_store_obj *o, enum phi_aj_type type, uint64_t 
 	}
 	/* On failure a half-written record ends the journal (a torn tail, which a replay
 	 * drops); the records before it stay valid until the commit the caller makes now,
-	 * which deletes the journal, or stay for the next mount if that commit fails. */
+	 * which empties the journal, or stay for the next mount if that commit fails. */
 	return phi_aj_append(o->j, type, off, data, len);
 }
 
