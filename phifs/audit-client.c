@@ -3,6 +3,9 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -14,6 +17,25 @@ struct slot {
 	bool busy;
 };
 
+/* An asynchronous slot: its own connection, one request in flight at most (the writer
+ * answers with MSG_DONTWAIT and drops a connection whose queue is full, so pipelining on
+ * one connection could lose answers). */
+struct aslot {
+	int fd;
+	bool busy; /* a request is in flight; only the completion thread clears it */
+	uint32_t id;
+	int64_t deadline; /* mono_ms */
+	phi_audit_done_fn *done;
+	void *arg;
+};
+
+struct completion {
+	phi_audit_done_fn *done;
+	void *arg;
+	int status;
+	uint64_t seq;
+};
+
 struct phi_audit_client {
 	struct sockaddr_un sa;
 	unsigned deadline_ms;
@@ -22,6 +44,14 @@ struct phi_audit_client {
 	uint32_t next_id;
 	size_t n;
 	struct slot *slots;
+	/* asynchronous submissions: one completion thread waits on every async connection
+	 * (epoll) and calls each submitter's done(), so no submitting thread sleeps */
+	struct aslot *aslots;
+	size_t na, inflight;
+	int ep, wake; /* epoll, eventfd */
+	bool started, stopping;
+	pthread_t thread;
+	pthread_cond_t acond; /* a slot freed, or nothing in flight any more */
 };
 
 int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_client_opts *o,
@@ -41,6 +71,16 @@ int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_c
 	}
 	for (size_t i = 0; i < c->n; i++)
 		c->slots[i].fd = -1;
+	c->na = c->n;
+	c->aslots = calloc(c->na, sizeof(*c->aslots));
+	if (!c->aslots) {
+		free(c->slots);
+		free(c);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < c->na; i++)
+		c->aslots[i].fd = -1;
+	c->ep = c->wake = -1;
 	c->sa.sun_family = AF_UNIX;
 	memcpy(c->sa.sun_path, socket_path, strlen(socket_path));
 	pthread_mutex_init(&c->lock, NULL);
@@ -48,6 +88,7 @@ int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_c
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->cond, &ca);
+	pthread_cond_init(&c->acond, &ca);
 	pthread_condattr_destroy(&ca);
 	*ret = c;
 	return 0;
@@ -58,12 +99,21 @@ int phi_audit_client_open(const char *socket_path, struct phi_audit_client **ret
 	return phi_audit_client_open_opts(socket_path, NULL, ret);
 }
 
+static void async_stop(struct phi_audit_client *c);
+
 void phi_audit_client_free(struct phi_audit_client *c)
 {
 	if (!c)
 		return;
+	async_stop(c);
 	for (size_t i = 0; i < c->n; i++)
 		phi_closep(&c->slots[i].fd);
+	for (size_t i = 0; i < c->na; i++)
+		phi_closep(&c->aslots[i].fd);
+	phi_closep(&c->ep);
+	phi_closep(&c->wake);
+	free(c->aslots);
+	pthread_cond_destroy(&c->acond);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c->slots);
@@ -139,6 +189,34 @@ static bool slot_stale(const struct slot *s)
 	return n != 0;
 }
 
+/* The writer's answer to request id: its status, and *ret_seq on success. */
+static int parse_reply(const uint8_t *rep, size_t m, uint32_t id, uint64_t *ret_seq)
+{
+	if (m != PHI_AUDIT_REP_LEN || memcmp(rep, PHI_AUDIT_REP_MAGIC, 4) != 0)
+		return -EPROTO;
+	struct phi_cur cur = phi_cur_init(rep + 4, PHI_AUDIT_REP_LEN - 4);
+	uint32_t rid, st;
+	uint64_t seq;
+	(void)phi_cur_u32be(&cur, &rid);
+	(void)phi_cur_u32be(&cur, &st);
+	(void)phi_cur_u64be(&cur, &seq);
+	if (rid != id)
+		return -EPROTO; /* one request in flight per connection: cannot happen */
+	int status = (int)st;
+	if (status > 0 || status < -4095)
+		return -EPROTO;
+	if (status == 0)
+		*ret_seq = seq;
+	return status;
+}
+
+/* Whether status is the writer's own answer, after which the connection stays good. */
+static bool writer_answer(int r)
+{
+	return r == 0 || r == -ENOSPC || r == -EIO || r == -EINVAL || r == -EBUSY || r == -EROFS ||
+	       r == -EDQUOT;
+}
+
 /* One exchange on a connected slot: 0 or -errno; *sent tells whether the writer may have
  * received the request. */
 static int exchange(struct slot *s, const struct phi_buf *req, uint32_t id, int64_t deadline,
@@ -166,23 +244,22 @@ static int exchange(struct slot *s, const struct phi_buf *req, uint32_t id, int6
 			continue;
 		if (m <= 0)
 			return -ECONNRESET;
-		if (m != PHI_AUDIT_REP_LEN || memcmp(rep, PHI_AUDIT_REP_MAGIC, 4) != 0)
-			return -EPROTO;
-		struct phi_cur cur = phi_cur_init(rep + 4, PHI_AUDIT_REP_LEN - 4);
-		uint32_t rid, st;
-		uint64_t seq;
-		(void)phi_cur_u32be(&cur, &rid);
-		(void)phi_cur_u32be(&cur, &st);
-		(void)phi_cur_u64be(&cur, &seq);
-		if (rid != id)
-			return -EPROTO; /* one request in flight per connection: cannot happen */
-		int status = (int)st;
-		if (status > 0 || status < -4095)
-			return -EPROTO;
-		if (status == 0)
-			*ret_seq = seq;
-		return status;
+		return parse_reply(rep, (size_t)m, id, ret_seq);
 	}
+}
+
+/* The request for ev, its id left to fill in. */
+static int encode_request(const struct phi_audit_event *ev, struct phi_buf *req)
+{
+	uint8_t hdr[PHI_AUDIT_REQ_HDR] = { 0 };
+	phi_buf_init(req, PHI_AUDIT_REQ_HDR + PHI_AUDIT_RECORD_MAX);
+	int r = phi_buf_append(req, hdr, sizeof(hdr));
+	if (r == 0)
+		r = phi_audit_encode_event(ev, req);
+	if (r < 0)
+		return r == -E2BIG ? -EINVAL : r;
+	memcpy(req->p, PHI_AUDIT_REQ_MAGIC, 4);
+	return 0;
 }
 
 int phi_audit_submit(struct phi_audit_client *c, const struct phi_audit_event *ev,
@@ -190,20 +267,15 @@ int phi_audit_submit(struct phi_audit_client *c, const struct phi_audit_event *e
 {
 	int64_t deadline = mono_ms() + c->deadline_ms;
 	struct phi_buf req _cleanup_buf_;
-	uint8_t hdr[PHI_AUDIT_REQ_HDR] = { 0 };
 	struct slot *s;
 	uint32_t id;
 	uint64_t seq = 0;
-	phi_buf_init(&req, PHI_AUDIT_REQ_HDR + PHI_AUDIT_RECORD_MAX);
-	int r = phi_buf_append(&req, hdr, sizeof(hdr));
-	if (r == 0)
-		r = phi_audit_encode_event(ev, &req);
+	int r = encode_request(ev, &req);
 	if (r < 0)
-		return r == -E2BIG ? -EINVAL : r;
+		return r;
 	r = take_slot(c, deadline, &s, &id);
 	if (r < 0)
 		return r;
-	memcpy(req.p, PHI_AUDIT_REQ_MAGIC, 4);
 	phi_put_u32be(req.p + 4, id);
 	/* a pooled connection may be stale (the writer restarted): one fresh retry is safe
 	 * only when the request cannot have reached the writer */
@@ -215,9 +287,8 @@ int phi_audit_submit(struct phi_audit_client *c, const struct phi_audit_event *e
 		if (fresh && (r = connect_slot(c, s)) < 0)
 			break;
 		r = exchange(s, &req, id, deadline, &sent, &seq);
-		if (r == 0 || r == -ENOSPC || r == -EIO || r == -EINVAL || r == -EBUSY || r == -EROFS ||
-		    r == -EDQUOT)
-			break; /* a writer answer: the connection stays good */
+		if (writer_answer(r))
+			break; /* the connection stays good */
 		phi_closep(&s->fd);
 		if (sent || fresh)
 			break;
@@ -226,4 +297,216 @@ int phi_audit_submit(struct phi_audit_client *c, const struct phi_audit_event *e
 	if (r == 0 && ret_seq)
 		*ret_seq = seq;
 	return r;
+}
+
+/* ---- asynchronous submissions ---- */
+
+/* Take slot s's request out of flight (c->lock held) and queue its completion. */
+static void async_finish(struct phi_audit_client *c, struct aslot *s, int status, uint64_t seq,
+			 struct completion *out, size_t *nout)
+{
+	out[(*nout)++] = (struct completion){ s->done, s->arg, status, seq };
+	if (!writer_answer(status))
+		phi_closep(&s->fd); /* a lost or late answer must not meet the next request */
+	s->busy = false;
+	s->done = NULL;
+	s->arg = NULL;
+	c->inflight--;
+	pthread_cond_broadcast(&c->acond);
+}
+
+/* Slot s is readable (c->lock held): its answer, or, for an idle slot, the writer closing
+ * the connection (it restarted), which is dropped before anything is sent into it. */
+static void async_read(struct phi_audit_client *c, struct aslot *s, struct completion *out,
+		       size_t *nout)
+{
+	uint8_t rep[PHI_AUDIT_REP_LEN + 1];
+	if (s->fd < 0)
+		return;
+	ssize_t m = recv(s->fd, rep, sizeof(rep), MSG_DONTWAIT);
+	if (m < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (!s->busy) {
+		phi_closep(&s->fd);
+		return;
+	}
+	uint64_t seq = 0;
+	int r = m <= 0 ? -ECONNRESET : parse_reply(rep, (size_t)m, s->id, &seq);
+	async_finish(c, s, r, seq, out, nout);
+}
+
+static void *async_thread(void *arg)
+{
+	struct phi_audit_client *c = arg;
+	struct epoll_event ev[64];
+	_cleanup_free_ struct completion *done = calloc(c->na, sizeof(*done));
+	if (!done)
+		abort(); /* allocated before any request could be in flight: see async_start */
+	for (;;) {
+		int64_t now = mono_ms(), first = -1;
+		pthread_mutex_lock(&c->lock);
+		bool stop = c->stopping;
+		for (size_t i = 0; i < c->na; i++)
+			if (c->aslots[i].busy && (first < 0 || c->aslots[i].deadline < first))
+				first = c->aslots[i].deadline;
+		pthread_mutex_unlock(&c->lock);
+		if (stop)
+			return NULL;
+		int timeout = first < 0 ? -1 : first <= now ? 0 : (int)(first - now);
+		int n = epoll_wait(c->ep, ev, 64, timeout);
+		if (n < 0 && errno != EINTR)
+			return NULL;
+		size_t nd = 0;
+		pthread_mutex_lock(&c->lock);
+		for (int i = 0; i < n; i++) {
+			if (ev[i].data.u64 == UINT64_MAX) {
+				uint64_t cnt;
+				if (read(c->wake, &cnt, sizeof(cnt)) < 0) {
+					/* EAGAIN: another wake already drained it */
+				}
+				continue;
+			}
+			async_read(c, &c->aslots[ev[i].data.u64], done, &nd);
+		}
+		now = mono_ms();
+		for (size_t i = 0; i < c->na; i++)
+			if (c->aslots[i].busy && c->aslots[i].deadline <= now)
+				async_finish(c, &c->aslots[i], -ETIMEDOUT, 0, done, &nd);
+		pthread_mutex_unlock(&c->lock);
+		/* outside the lock: done() answers the kernel, which may take a while */
+		for (size_t i = 0; i < nd; i++)
+			done[i].done(done[i].arg, done[i].status, done[i].seq);
+	}
+}
+
+/* Start the completion thread on first use (c->lock held): the tools that only submit
+ * synchronously never pay for it. */
+static int async_start(struct phi_audit_client *c)
+{
+	if (c->started)
+		return 0;
+	c->ep = epoll_create1(EPOLL_CLOEXEC);
+	c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->ep < 0 || c->wake < 0)
+		goto fail;
+	struct epoll_event e = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
+	if (epoll_ctl(c->ep, EPOLL_CTL_ADD, c->wake, &e) < 0)
+		goto fail;
+	sigset_t all, old;
+	sigfillset(&all);
+	/* signals go to the FUSE threads and main, never to this one */
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int r = pthread_create(&c->thread, NULL, async_thread, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		errno = r;
+		goto fail;
+	}
+	c->started = true;
+	return 0;
+fail:;
+	int err = phi_neg_errno();
+	phi_closep(&c->ep);
+	phi_closep(&c->wake);
+	return err;
+}
+
+static void async_wake(struct phi_audit_client *c)
+{
+	uint64_t one = 1;
+	if (write(c->wake, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is already nonzero, the thread will wake */
+	}
+}
+
+/* Connect async slot s (c->lock held) and let the completion thread watch it. */
+static int async_connect(struct phi_audit_client *c, struct aslot *s)
+{
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return phi_neg_errno();
+	struct epoll_event e = { .events = EPOLLIN, .data.u64 = (uint64_t)(s - c->aslots) };
+	if (connect(fd, (struct sockaddr *)&c->sa, sizeof(c->sa)) < 0 ||
+	    epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
+		int r = phi_neg_errno();
+		(void)close(fd);
+		return r;
+	}
+	s->fd = fd;
+	return 0;
+}
+
+int phi_audit_submit_async(struct phi_audit_client *c, const struct phi_audit_event *ev,
+			   phi_audit_done_fn *done, void *arg)
+{
+	int64_t deadline = mono_ms() + c->deadline_ms;
+	struct timespec ts = { .tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000 };
+	struct phi_buf req _cleanup_buf_;
+	int r = encode_request(ev, &req);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	r = c->stopping ? -ESHUTDOWN : async_start(c);
+	struct aslot *s = NULL;
+	while (r == 0) {
+		for (size_t i = 0; i < c->na; i++)
+			if (!c->aslots[i].busy && (!s || (s->fd < 0 && c->aslots[i].fd >= 0)))
+				s = &c->aslots[i];
+		if (s)
+			break;
+		if (pthread_cond_timedwait(&c->acond, &c->lock, &ts) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	}
+	/* Sent under the lock, so the completion thread sees the request in flight before
+	 * its answer can arrive. With nothing else in flight on the connection the send
+	 * never blocks. A connection the writer closed (it restarted) fails the send with
+	 * EPIPE before anything reached it, so one fresh retry is safe. */
+	for (int attempt = 0; r == 0 && attempt < 2; attempt++) {
+		bool fresh = s->fd < 0;
+		if (fresh && (r = async_connect(c, s)) < 0)
+			break;
+		s->id = ++c->next_id;
+		phi_put_u32be(req.p + 4, s->id);
+		if (send(s->fd, req.p, req.len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)req.len) {
+			s->busy = true;
+			s->deadline = deadline;
+			s->done = done;
+			s->arg = arg;
+			if (c->inflight++ == 0)
+				async_wake(c); /* the thread may be waiting without a deadline */
+			break;
+		}
+		r = errno == EMSGSIZE ? -EINVAL : -ECONNRESET;
+		phi_closep(&s->fd);
+		if (fresh || r == -EINVAL)
+			break;
+		r = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+void phi_audit_drain(struct phi_audit_client *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	while (c->inflight)
+		pthread_cond_wait(&c->acond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Stop the completion thread after every submission has its answer or its deadline. */
+static void async_stop(struct phi_audit_client *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->inflight)
+		pthread_cond_wait(&c->acond, &c->lock);
+	bool started = c->started;
+	c->stopping = true;
+	if (started)
+		async_wake(c);
+	pthread_mutex_unlock(&c->lock);
+	if (started)
+		pthread_join(c->thread, NULL);
 }

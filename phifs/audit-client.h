@@ -1,7 +1,8 @@
 /* audit-client.h: submit audit events to phifs-auditd and wait until they are durable.
  *
  * Thread-safe: a pool of connections with one request in flight each, so concurrent callers
- * land in the same group commit. Every failure means "not recorded": the caller must deny.
+ * land in the same group commit. Asynchronous submissions use a second pool, watched by one
+ * completion thread. Every failure means "not recorded": the caller must deny.
  *   0              the record is durable; *ret_seq is its sequence number
  *   -ENOSPC, -EIO  the writer could not make it durable (log volume full / I/O error)
  *   -EINVAL        the writer (or the local encoder) rejected the event
@@ -31,5 +32,19 @@ int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_c
 void phi_audit_client_free(struct phi_audit_client *c);
 int phi_audit_submit(struct phi_audit_client *c, const struct phi_audit_event *ev,
 		     uint64_t *ret_seq);
+
+/* The outcome of an asynchronous submission: status as phi_audit_submit returns it, and
+ * the record's sequence number when status is 0. */
+typedef void phi_audit_done_fn(void *arg, int status, uint64_t seq);
+
+/* Submit without waiting, for callers that can answer later (a FUSE open): 0 when the
+ * request is on its way, and then done(arg, ...) is called exactly once, from the client's
+ * completion thread, within the deadline; or -errno when it could not be sent, and done is
+ * never called. done must not submit synchronously (it would wait on its own thread). */
+int phi_audit_submit_async(struct phi_audit_client *c, const struct phi_audit_event *ev,
+			   phi_audit_done_fn *done, void *arg);
+
+/* Wait until every asynchronous submission has had its done() call. */
+void phi_audit_drain(struct phi_audit_client *c);
 
 #endif

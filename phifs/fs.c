@@ -587,11 +587,15 @@ static void audit_expiry(struct phifs *fs, const struct access *a, const struct 
 		expiry_recorded(fs, d->grant_id);
 }
 
-/* Decide and record before answering: 0, or -EACCES when the policy denies or when the
- * record (of an allowed operation or of a denial) cannot be made durable, so no PHI is
- * served unaudited. Without grants and audit configured this costs nothing. */
-static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
+/* Decide a gated request: 0, or -EACCES when the policy denies (or the denial's record
+ * cannot be made durable; a denial is recorded here, before the caller answers). When the
+ * allowed request must be recorded too, *ret_record is set and *ev holds the record, which
+ * the caller makes durable before it answers (gate_record, or asynchronously). Without
+ * grants and audit configured this costs nothing. */
+static int gate_decide(fuse_req_t req, struct phifs *fs, const struct access *a,
+		       struct phi_audit_event *ev, bool *ret_record)
 {
+	*ret_record = false;
 	if (!fs->opts.grants && !fs->opts.audit)
 		return 0;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -629,18 +633,44 @@ static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
 	if (fs->opts.audit && !d.allowed && d.reason == PHI_DENY_EXPIRED)
 		audit_expiry(fs, a, ctx, have_id ? &id : NULL, patient, &d);
 	if (fs->opts.audit && (!d.allowed || a->ev != PHI_AE_NONE || d.emergency)) {
-		struct phi_audit_event ev;
-		audit_fill(fs, a, ctx, have_id ? &id : NULL, patient, &d, &ev);
+		audit_fill(fs, a, ctx, have_id ? &id : NULL, patient, &d, ev);
 		if (d.allowed && a->ev == PHI_AE_NONE)
-			ev.event = PHI_AE_EMERGENCY; /* break-glass is never silent */
-		int r = phi_audit_submit(fs->opts.audit, &ev, NULL);
-		if (r < 0) {
+			ev->event = PHI_AE_EMERGENCY; /* break-glass is never silent */
+		if (d.allowed) {
+			*ret_record = true;
+			return 0;
+		}
+		int r = phi_audit_submit(fs->opts.audit, ev, NULL);
+		if (r < 0)
 			fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n",
 				strerror(-r), phi_op_name(a->op));
-			return -EACCES;
-		}
 	}
 	return d.allowed ? 0 : -EACCES;
+}
+
+/* Make the record of an allowed request durable: 0, or -EACCES (nothing is served
+ * unaudited). */
+static int gate_record(struct phifs *fs, enum phi_op op, const struct phi_audit_event *ev)
+{
+	int r = phi_audit_submit(fs->opts.audit, ev, NULL);
+	if (r < 0) {
+		fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n", strerror(-r),
+			phi_op_name(op));
+		return -EACCES;
+	}
+	return 0;
+}
+
+/* Decide and record before answering: 0, or -EACCES when the policy denies or when the
+ * record (of an allowed operation or of a denial) cannot be made durable. */
+static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
+{
+	struct phi_audit_event ev;
+	bool record;
+	int r = gate_decide(req, fs, a, &ev, &record);
+	if (r < 0 || !record)
+		return r;
+	return gate_record(fs, a->op, &ev);
 }
 
 /* Gate a request; on denial answer it and leave the handler. */
@@ -652,6 +682,64 @@ static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
 			return;                                                       \
 		}                                                                     \
 	} while (0)
+
+typedef void handle_drop_fn(struct phifs *fs, uint64_t fh);
+
+/* Answer an open (or opendir) with handle fi; an open whose caller is gone (interrupted)
+ * gets the kernel's ENOENT, and then no release will ever come for the handle. */
+static void reply_open(struct phifs *fs, fuse_req_t req, const struct fuse_file_info *fi,
+		       handle_drop_fn *drop)
+{
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		drop(fs, fi->fh);
+}
+
+/* An open waiting for its record to be durable. */
+struct open_wait {
+	struct phifs *fs;
+	fuse_req_t req;
+	struct fuse_file_info fi;
+	enum phi_op op;
+	handle_drop_fn *drop;
+};
+
+/* From the audit client's completion thread: answer the open whose record is durable, or
+ * deny it (and drop its handle) when the record could not be made so. */
+static void open_recorded(void *arg, int status, uint64_t seq)
+{
+	(void)seq;
+	struct open_wait *w = arg;
+	if (status < 0) {
+		fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n",
+			strerror(-status), phi_op_name(w->op));
+		w->drop(w->fs, w->fi.fh);
+		reply_err(w->req, -EACCES);
+	} else {
+		reply_open(w->fs, w->req, &w->fi, w->drop);
+	}
+	free(w);
+}
+
+/* Answer open request req (handle fi, already made) once record ev is durable, without
+ * waiting for it here: the audit client's completion thread answers. */
+static void reply_open_recorded(struct phifs *fs, fuse_req_t req, const struct fuse_file_info *fi,
+				enum phi_op op, const struct phi_audit_event *ev,
+				handle_drop_fn *drop)
+{
+	struct open_wait *w = malloc(sizeof(*w));
+	int r = -ENOMEM;
+	if (w) {
+		*w = (struct open_wait){ fs, req, *fi, op, drop };
+		r = phi_audit_submit_async(fs->opts.audit, ev, open_recorded, w);
+	}
+	if (r < 0) {
+		free(w);
+		fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n", strerror(-r),
+			phi_op_name(op));
+		drop(fs, fi->fh);
+		reply_err(req, -EACCES);
+	}
+}
 
 /* Whether the root listing shows a patient to this caller. */
 static bool may_see_patient(struct phifs *fs, const struct phi_identity *id, const char *patient)
@@ -1307,11 +1395,31 @@ static int root_list_fn(void *ctx, const char *tag)
 	return r;
 }
 
+static void dir_drop(struct phifs *fs, uint64_t fh)
+{
+	(void)fs;
+	struct dirent_buf *db = (struct dirent_buf *)(uintptr_t)fh;
+	if (db) {
+		sodium_memzero(db->b.p, db->b.len); /* plaintext names */
+		phi_buf_done(&db->b);
+		free(db->path);
+		free(db);
+	}
+}
+
+/* Like an open, an audited opendir is answered when its record is durable (op_open). */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	GATE_OR_RETURN(req, PHI_OP_READDIR, PHI_AE_READDIR, 'R', N(FS(req), ino), NULL);
 	struct phifs *fs = FS(req);
 	struct node *n = N(fs, ino);
+	struct access a = { PHI_OP_READDIR, PHI_AE_READDIR, 'R', n, NULL };
+	struct phi_audit_event ev;
+	bool record;
+	int gr = gate_decide(req, fs, &a, &ev, &record);
+	if (gr < 0) {
+		reply_err(req, gr);
+		return;
+	}
 	struct dirent_buf *db = calloc(1, sizeof(*db));
 	uint8_t id[PHI_DIRID_LEN];
 	char path[PHI_STORE_PATH_MAX];
@@ -1345,14 +1453,21 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		db->dir = n;
 	}
 	if (r < 0) {
-		phi_buf_done(&db->b);
-		free(db->path);
-		free(db);
+		dir_drop(fs, (uint64_t)(uintptr_t)db);
+		if (record) {
+			/* the attempt is on record, with its outcome */
+			ev.outcome = 4;
+			ev.err = -r;
+			(void)gate_record(fs, a.op, &ev);
+		}
 		reply_err(req, r);
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)db;
-	fuse_reply_open(req, fi);
+	if (record)
+		reply_open_recorded(fs, req, fi, a.op, &ev, dir_drop);
+	else
+		reply_open(fs, req, fi, dir_drop);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1432,13 +1547,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	struct dirent_buf *db = (struct dirent_buf *)(uintptr_t)fi->fh;
-	if (db) {
-		sodium_memzero(db->b.p, db->b.len); /* plaintext names */
-		phi_buf_done(&db->b);
-		free(db->path);
-		free(db);
-	}
+	dir_drop(FS(req), fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -1652,16 +1761,64 @@ static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi
 	return r;
 }
 
+/* Drop handle h of node n (a release, or an open that is not answered after all). */
+static void handle_drop(struct phifs *fs, struct handle *h)
+{
+	struct node *n = h->n;
+	pthread_mutex_lock(&n->io);
+	writers_add(fs, n, h->flags, -1);
+	if (--n->opens == 0)
+		detach(fs, n);
+	pthread_mutex_unlock(&n->io);
+	free(h);
+	pthread_mutex_lock(&fs->lock);
+	node_unref(fs, n, 1);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void file_drop(struct phifs *fs, uint64_t fh)
+{
+	handle_drop(fs, (struct handle *)(uintptr_t)fh);
+}
+
+/* An audited open does not hold a FUSE thread while its record is made durable: the file
+ * is opened (nothing is read or changed yet), the record is submitted, and the audit
+ * client's completion thread answers when the group commit that holds it is done. Under
+ * load that takes a wakeup and 3 syscalls per open off the path, and FUSE needs only a
+ * few threads instead of one per waiting open. A truncating open changes the file, so its
+ * record is durable first. */
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	bool w_ = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
-	GATE_OR_RETURN(req, w_ ? PHI_OP_OPEN_WRITE : PHI_OP_OPEN_READ, PHI_AE_OPEN, w_ ? 'U' : 'R', N(FS(req), ino), NULL);
 	struct phifs *fs = FS(req);
-	int r = open_node(fs, N(fs, ino), fi);
-	if (r < 0)
+	bool w_ = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+	struct access a = { w_ ? PHI_OP_OPEN_WRITE : PHI_OP_OPEN_READ, PHI_AE_OPEN, w_ ? 'U' : 'R',
+			    N(fs, ino), NULL };
+	struct phi_audit_event ev;
+	bool record;
+	int r = gate_decide(req, fs, &a, &ev, &record);
+	if (r >= 0 && record && (fi->flags & O_TRUNC)) {
+		r = gate_record(fs, a.op, &ev);
+		record = false;
+	}
+	if (r < 0) {
 		reply_err(req, r);
+		return;
+	}
+	r = open_node(fs, N(fs, ino), fi);
+	if (r < 0) {
+		if (record) {
+			/* the attempt is on record, with its outcome */
+			ev.outcome = 4;
+			ev.err = -r;
+			(void)gate_record(fs, a.op, &ev);
+		}
+		reply_err(req, r);
+		return;
+	}
+	if (record)
+		reply_open_recorded(fs, req, fi, a.op, &ev, file_drop);
 	else
-		fuse_reply_open(req, fi);
+		reply_open(fs, req, fi, file_drop);
 }
 
 /* A new regular file: its object appears in the store only with a valid empty content
@@ -1843,18 +2000,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	struct phifs *fs = FS(req);
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct node *n = h->n;
-	pthread_mutex_lock(&n->io);
-	writers_add(fs, n, h->flags, -1);
-	if (--n->opens == 0)
-		detach(fs, n);
-	pthread_mutex_unlock(&n->io);
-	free(h);
-	pthread_mutex_lock(&fs->lock);
-	node_unref(fs, n, 1);
-	pthread_mutex_unlock(&fs->lock);
+	handle_drop(FS(req), (struct handle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -284,6 +284,9 @@ int main(int argc, char *argv[])
 						  ? fo.max_threads : audit ? 64 : 16);
 	ret = fo.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	ret = ret != 0;
+	/* opens still waiting for their records are answered (or denied) while the session
+	 * they belong to still exists */
+	phi_audit_drain(audit);
 	(void)phi_notify_send(notify, "STOPPING=1\nSTATUS=unmounting");
 	if (audit)
 		(void)mount_record(audit, PHI_AE_UNMOUNT, c.ro);

@@ -176,6 +176,18 @@ auditd_start
 cat "$A/notes/n1.txt" >/dev/null || fail "the first open after the writer's restart failed"
 ok "audit writer down: opens denied; back: the next open is served"
 
+# a writer that stops answering (SIGSTOP): the open waits for its record no longer than the
+# client's deadline (500 ms) and is then denied; once the writer resumes, opens are served
+kill -STOP "$AUDITD_PID"
+if cat "$A/notes/n1.txt" >/dev/null 2>"$T/err"; then
+	kill -CONT "$AUDITD_PID"
+	fail "open served while the audit writer was stopped"
+fi
+kill -CONT "$AUDITD_PID"
+grep -q "Permission denied" "$T/err" || fail "stopped writer: $(cat "$T/err")"
+cat "$A/notes/n1.txt" >/dev/null || fail "the first open after the writer resumed failed"
+ok "audit writer hung: the open is denied at the deadline; resumed: served"
+
 # grant expiry: an attempt under an expired grant is denied, and the mount records the
 # expiry itself once (grant-expire), then a denial per attempt
 # (8 s: long enough for the read below on a loaded 2-core machine; then wait out the expiry
