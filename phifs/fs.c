@@ -1118,19 +1118,26 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct node *d = N(fs, parent);
 	struct target t;
 	struct phi_store_stat ss;
+	struct phi_store_obj *held = NULL;
 	int r = fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
-	if (r >= 0)
+	if (r >= 0 && fs->s->ops->unlink_held) {
+		r = fs->s->ops->unlink_held(fs->s, t.path, &ss, &held);
+	} else if (r >= 0) {
 		r = fs->s->ops->getattr(fs->s, t.path, &ss);
-	if (r >= 0 && S_ISDIR(ss.mode))
-		r = -EISDIR;
-	if (r >= 0)
-		r = fs->s->ops->unlink(fs->s, t.path);
+		if (r >= 0 && S_ISDIR(ss.mode))
+			r = -EISDIR;
+		if (r >= 0)
+			r = fs->s->ops->unlink(fs->s, t.path);
+	}
 	if (r >= 0) {
 		if (t.e.is_long)
 			(void)fs->s->ops->unlink(fs->s, t.side);
 		drop_alias(fs, d, t.e.store, ss.ino);
 	}
 	reply_err(req, r >= 0 ? 0 : r);
+	/* after the reply: freeing the file's storage may wait for the device (see unlink_held) */
+	if (held)
+		(void)fs->s->ops->release(held);
 }
 
 struct rmdir_scan {
