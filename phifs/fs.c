@@ -1199,6 +1199,23 @@ static void drop_alias(struct phifs *fs, struct node *d, const char *sname, uint
 	pthread_mutex_unlock(&fs->lock);
 }
 
+/* Unlink a long name's sidecar (a missing one is no error: it was an orphan's). Where the
+ * store can, its storage stays held in *held, for release_held() after the reply. */
+static void unlink_side(struct phifs *fs, const char *side, struct phi_store_obj **held)
+{
+	struct phi_store_stat ss;
+	if (fs->s->ops->unlink_held)
+		(void)fs->s->ops->unlink_held(fs->s, side, &ss, held);
+	else
+		(void)fs->s->ops->unlink(fs->s, side);
+}
+
+static void release_held(struct phifs *fs, struct phi_store_obj *held)
+{
+	if (held)
+		(void)fs->s->ops->release(held);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	GATE_OR_RETURN(req, PHI_OP_UNLINK, PHI_AE_UNLINK, 'D', N(FS(req), parent), name);
@@ -1206,19 +1223,26 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct node *d = N(fs, parent);
 	struct target t;
 	struct phi_store_stat ss;
+	struct phi_store_obj *held = NULL, *held_side = NULL;
 	int r = fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
-	if (r >= 0)
+	if (r >= 0 && fs->s->ops->unlink_held) {
+		r = fs->s->ops->unlink_held(fs->s, t.path, &ss, &held);
+	} else if (r >= 0) {
 		r = fs->s->ops->getattr(fs->s, t.path, &ss);
-	if (r >= 0 && S_ISDIR(ss.mode))
-		r = -EISDIR;
-	if (r >= 0)
-		r = fs->s->ops->unlink(fs->s, t.path);
+		if (r >= 0 && S_ISDIR(ss.mode))
+			r = -EISDIR;
+		if (r >= 0)
+			r = fs->s->ops->unlink(fs->s, t.path);
+	}
 	if (r >= 0) {
 		if (t.e.is_long)
-			(void)fs->s->ops->unlink(fs->s, t.side);
+			unlink_side(fs, t.side, &held_side);
 		drop_alias(fs, d, t.e.store, ss.ino);
 	}
 	reply_err(req, r >= 0 ? 0 : r);
+	/* after the reply: freeing the storage may wait for the device (see unlink_held) */
+	release_held(fs, held);
+	release_held(fs, held_side);
 }
 
 struct rmdir_scan {
@@ -1258,6 +1282,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char idp[PHI_STORE_PATH_MAX];
 	uint8_t idbuf[64];
 	size_t idlen = 0;
+	struct phi_store_obj *held_id = NULL, *held_side = NULL;
 	int r = d == &fs->root ? -EPERM : fs->opts.ro ? -EROFS : resolve(fs, d, name, &t);
 	if (r >= 0)
 		r = fs->s->ops->getattr(fs->s, t.path, &ss);
@@ -1274,8 +1299,12 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		r = fs->s->ops->get(fs->s, idp, idbuf, sizeof(idbuf), &idlen);
 	if (r >= 0)
 		r = fs->s->ops->readdir(fs->s, t.path, rmdir_clean_fn, &sc);
-	if (r >= 0)
+	if (r >= 0 && fs->s->ops->unlink_held) {
+		struct phi_store_stat ids;
+		r = fs->s->ops->unlink_held(fs->s, idp, &ids, &held_id);
+	} else if (r >= 0) {
 		r = fs->s->ops->unlink(fs->s, idp);
+	}
 	if (r >= 0) {
 		r = fs->s->ops->rmdir(fs->s, t.path);
 		if (r < 0) /* something appeared meanwhile: the directory keeps its id */
@@ -1283,10 +1312,12 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (r >= 0) {
 		if (t.e.is_long)
-			(void)fs->s->ops->unlink(fs->s, t.side);
+			unlink_side(fs, t.side, &held_side);
 		drop_alias(fs, d, t.e.store, ss.ino);
 	}
 	reply_err(req, r >= 0 ? 0 : r);
+	release_held(fs, held_id);
+	release_held(fs, held_side);
 }
 
 struct dirent_buf {

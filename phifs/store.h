@@ -55,6 +55,16 @@ struct phi_store_ops {
 	int (*mkdir)(struct phi_store *s, const char *path, uint32_t mode);
 	int (*rmdir)(struct phi_store *s, const char *path);
 	int (*unlink)(struct phi_store *s, const char *path);
+	/* Optional (NULL: getattr, then unlink). Removes the non-directory at path (-EISDIR
+	 * for a directory), fills *ret with its attributes as they were, and sets *ret_held
+	 * to what still references its storage (NULL: nothing), for the caller to pass to
+	 * release() once it has answered whoever waits on the removal. The storage is freed
+	 * at that release: the removal itself is complete, and not durable, on return, like
+	 * unlink. (The local store holds the file open: ext4 frees a file's blocks when its
+	 * last reference goes, and on a filesystem mounted -o discard that waits for the
+	 * device, a wait the caller need not make before it answers.) */
+	int (*unlink_held)(struct phi_store *s, const char *path, struct phi_store_stat *ret,
+			   struct phi_store_obj **ret_held);
 	/* flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE */
 	int (*rename)(struct phi_store *s, const char *from, const char *to, unsigned flags);
 	int (*link)(struct phi_store *s, const char *from, const char *to);

@@ -238,6 +238,34 @@ static int local_unlink(struct phi_store *s, const char *path)
 	return RET_NERRNO(unlinkat(a.dfd, a.leaf, 0));
 }
 
+static int local_unlink_held(struct phi_store *s, const char *path, struct phi_store_stat *ret,
+			     struct phi_store_obj **ret_held)
+{
+	_cleanup_at_path_ struct at_path a = { .owned = -1 };
+	int r = at_path_get(to_local(s), path, false, O_PATH, &a);
+	if (r < 0)
+		return r;
+	/* an O_PATH reference keeps the inode, and so its blocks, past the unlinkat: the
+	 * truncation (and, under -o discard, the device's discard) runs at its close */
+	_cleanup_close_ int fd = openat(a.dfd, a.leaf, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return phi_neg_errno();
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return phi_neg_errno();
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	_cleanup_free_ struct phi_store_obj *o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	if (unlinkat(a.dfd, a.leaf, 0) < 0)
+		return phi_neg_errno();
+	stat_to_store(&st, ret);
+	o->fd = TAKE_FD(fd);
+	*ret_held = TAKE_PTR(o);
+	return 0;
+}
+
 static int local_rename(struct phi_store *s, const char *from, const char *to, unsigned flags)
 {
 	if (flags != 0 && flags != RENAME_NOREPLACE && flags != RENAME_EXCHANGE)
@@ -717,6 +745,7 @@ static const struct phi_store_ops local_ops = {
 	.mkdir = local_mkdir,
 	.rmdir = local_rmdir,
 	.unlink = local_unlink,
+	.unlink_held = local_unlink_held,
 	.rename = local_rename,
 	.link = local_link,
 	.symlink = local_symlink,

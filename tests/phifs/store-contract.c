@@ -408,10 +408,60 @@ static void test_get_put(struct phi_store *s)
 }
 
 
+/* unlink_held (optional): unlink with the attributes of what went, and the storage held
+ * until release */
+static void test_unlink_held(struct phi_store *s)
+{
+	const struct phi_store_ops *o = s->ops;
+	struct phi_store_stat st0, st;
+	struct phi_store_obj *h = NULL;
+	char buf[16];
+	size_t n;
+
+	if (!o->unlink_held)
+		return;
+	CHECK_OK(o->mkdir(s, "u", 0700));
+	CHECK_OK(o->put(s, "u/a", "AAA", 3));
+	CHECK_OK(o->getattr(s, "u/a", &st0));
+	CHECK_OK(o->unlink_held(s, "u/a", &st, &h));
+	CHECK(S_ISREG(st.mode));
+	CHECK_EQ(st.size, 3);
+	CHECK_EQ(st.ino, st0.ino);
+	CHECK_EQ(o->getattr(s, "u/a", &st), -ENOENT);
+	/* the name is free at once, while the old object is still held */
+	CHECK_OK(o->put(s, "u/a", "B", 1));
+	CHECK_OK(o->get(s, "u/a", buf, sizeof buf, &n));
+	CHECK_EQ(n, 1);
+	CHECK_OK(o->release(h));
+
+	/* a symbolic link goes itself, unfollowed */
+	CHECK_OK(o->symlink(s, "a", "u/l"));
+	h = NULL;
+	CHECK_OK(o->unlink_held(s, "u/l", &st, &h));
+	CHECK(S_ISLNK(st.mode));
+	CHECK_OK(o->release(h));
+	CHECK_OK(o->get(s, "u/a", buf, sizeof buf, &n));
+
+	/* refusals change nothing and hold nothing */
+	CHECK_OK(o->mkdir(s, "u/sub", 0700));
+	h = NULL;
+	CHECK_EQ(o->unlink_held(s, "u/sub", &st, &h), -EISDIR);
+	CHECK(h == NULL);
+	CHECK_OK(o->getattr(s, "u/sub", &st));
+	CHECK_EQ(o->unlink_held(s, "u/missing", &st, &h), -ENOENT);
+	CHECK_EQ(o->unlink_held(s, "", &st, &h), -EINVAL);
+	CHECK_EQ(o->unlink_held(s, "u/../u/a", &st, &h), -EINVAL);
+	CHECK(h == NULL);
+	CHECK_OK(o->unlink(s, "u/a"));
+	CHECK_OK(o->rmdir(s, "u/sub"));
+	CHECK_OK(o->rmdir(s, "u"));
+}
+
 void store_contract_run(struct phi_store *s, const struct store_caps *caps)
 {
 	test_paths(s);
 	test_objects(s, caps);
 	test_namespace(s, caps);
 	test_get_put(s);
+	test_unlink_held(s);
 }
