@@ -1549,26 +1549,51 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 		return;
 	}
 	size_t pos = i <= db->count ? dirent_seek(db, i) : 0;
-	for (; i < db->count; i++) {
-		uint32_t type;
-		const char *name, *store;
-		size_t next = dirent_at(db, pos, &type, &name, &store);
-		size_t need = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
-		if (need > size - used)
-			break;
-		struct fuse_entry_param e = { .attr = { .st_ino = (ino_t)i + 2, .st_mode = type << 12 } };
-		struct phi_store_stat ss;
-		if (*store && db->path && join(path, sizeof(path), db->path, store) >= 0 &&
-		    fs->s->ops->getattr(fs->s, path, &ss) >= 0) {
-			pthread_mutex_lock(&fs->lock);
-			struct node *n = node_get(fs, &ss, db->dir->pat, db->dir, store);
-			pthread_mutex_unlock(&fs->lock);
-			if (n)
-				fill_entry(fs, n, &ss, &e);
+	bool full = false;
+	/* in runs of up to 64 entries: those that fit, then their attributes, which a local
+	 * store reads with one directory open per run instead of one per entry */
+	while (!full && i < db->count) {
+		enum { RUN = 64 };
+		uint32_t type[RUN];
+		const char *name[RUN], *store[RUN];
+		struct phi_store_stat ss[RUN];
+		int err[RUN];
+		size_t k = 0, room = size - used;
+		for (; k < RUN && i + k < db->count; k++) {
+			size_t next = dirent_at(db, pos, &type[k], &name[k], &store[k]);
+			size_t need = fuse_add_direntry_plus(req, NULL, 0, name[k], NULL, 0);
+			if (need > room) {
+				full = true;
+				break;
+			}
+			room -= need;
+			pos = next;
 		}
-		(void)fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
-		used += need;
-		pos = next;
+		if (db->path && fs->s->ops->getattr_in) {
+			if (fs->s->ops->getattr_in(fs->s, db->path, store, k, ss, err) < 0)
+				for (size_t j = 0; j < k; j++)
+					err[j] = -EIO;
+		} else {
+			for (size_t j = 0; j < k; j++)
+				err[j] = db->path && join(path, sizeof(path), db->path, store[j]) >= 0
+						 ? fs->s->ops->getattr(fs->s, path, &ss[j])
+						 : -ENOENT;
+		}
+		for (size_t j = 0; j < k; j++, i++) {
+			struct fuse_entry_param e = { .attr = { .st_ino = (ino_t)i + 2,
+								.st_mode = type[j] << 12 } };
+			/* "." and ".." have no store name: no attributes, no entry */
+			if (*store[j] && err[j] >= 0) {
+				pthread_mutex_lock(&fs->lock);
+				struct node *n = node_get(fs, &ss[j], db->dir->pat, db->dir, store[j]);
+				pthread_mutex_unlock(&fs->lock);
+				if (n)
+					fill_entry(fs, n, &ss[j], &e);
+			}
+			size_t need = fuse_add_direntry_plus(req, NULL, 0, name[j], NULL, 0);
+			(void)fuse_add_direntry_plus(req, buf + used, size - used, name[j], &e, (off_t)i + 1);
+			used += need;
+		}
 	}
 	db->next_i = i;
 	db->next_pos = pos;

@@ -78,6 +78,13 @@ struct phi_store_ops {
 	/* UTIME_NOW / UTIME_OMIT honoured as in utimensat(2) */
 	int (*utimens)(struct phi_store *s, const char *path, const struct timespec tv[2]);
 	int (*readdir)(struct phi_store *s, const char *path, phi_store_dirent_fn fn, void *ctx);
+	/* Optional (NULL: getattr per entry). The attributes of n entries of directory dir,
+	 * given by name (one component each): ret[i] when err[i] is 0, else err[i] is -errno
+	 * for that entry. Returns 0, or -errno when dir itself cannot be read (err unset). A
+	 * listing with attributes (readdirplus) then costs the local store one directory
+	 * open per run of entries instead of one per entry. */
+	int (*getattr_in)(struct phi_store *s, const char *dir, const char *const *names, size_t n,
+			  struct phi_store_stat *ret, int *err);
 	int (*statfs)(struct phi_store *s, struct statvfs *ret);
 
 	/* Objects. flags are O_* (O_CREAT, O_EXCL, O_TRUNC, O_RDONLY/O_RDWR). */

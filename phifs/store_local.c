@@ -401,6 +401,32 @@ static int local_readdir(struct phi_store *s, const char *path, phi_store_dirent
 	}
 }
 
+static int local_getattr_in(struct phi_store *s, const char *dir, const char *const *names,
+			    size_t n, struct phi_store_stat *ret, int *err)
+{
+	int r = path_check(dir, true);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = open_beneath(to_local(s), *dir ? dir : ".", O_PATH | O_DIRECTORY, 0);
+	if (fd < 0)
+		return fd;
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		const char *nm = names[i];
+		/* one component beneath dir: never a path, never the directory or its parent */
+		if (!*nm || strchr(nm, '/') || !strcmp(nm, ".") || !strcmp(nm, "..") ||
+		    strnlen(nm, PHI_STORE_NAME_MAX + 1) > PHI_STORE_NAME_MAX)
+			err[i] = -EINVAL;
+		else if (fstatat(fd, nm, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			err[i] = phi_neg_errno();
+		else
+			err[i] = 0;
+		if (!err[i])
+			stat_to_store(&st, &ret[i]);
+	}
+	return 0;
+}
+
 static int local_statfs(struct phi_store *s, struct statvfs *ret)
 {
 	struct statvfs sv;
@@ -754,6 +780,7 @@ static const struct phi_store_ops local_ops = {
 	.chown = local_chown,
 	.utimens = local_utimens,
 	.readdir = local_readdir,
+	.getattr_in = local_getattr_in,
 	.statfs = local_statfs,
 	.open = local_open,
 	.create = local_create,

@@ -457,6 +457,42 @@ static void test_unlink_held(struct phi_store *s)
 	CHECK_OK(o->rmdir(s, "u"));
 }
 
+/* getattr_in (optional): the attributes of named entries of one directory, each entry
+ * with its own error, and nothing outside the directory */
+static void test_getattr_in(struct phi_store *s)
+{
+	const struct phi_store_ops *o = s->ops;
+	struct phi_store_stat one, st[6];
+	int err[6];
+
+	if (!o->getattr_in)
+		return;
+	CHECK_OK(o->mkdir(s, "g", 0700));
+	CHECK_OK(o->mkdir(s, "g/sub", 0700));
+	CHECK_OK(o->put(s, "g/a", "AAAA", 4));
+	CHECK_OK(o->symlink(s, "a", "g/l"));
+	const char *names[6] = { "a", "sub", "l", "missing", "..", "sub/x" };
+	CHECK_OK(o->getattr_in(s, "g", names, 6, st, err));
+	CHECK_OK(err[0]);
+	CHECK(S_ISREG(st[0].mode));
+	CHECK_EQ(st[0].size, 4);
+	CHECK_OK(o->getattr(s, "g/a", &one));
+	CHECK_EQ(st[0].ino, one.ino);
+	CHECK_OK(err[1]);
+	CHECK(S_ISDIR(st[1].mode));
+	CHECK_OK(err[2]);
+	CHECK(S_ISLNK(st[2].mode)); /* not followed */
+	CHECK_EQ(err[3], -ENOENT);
+	CHECK_EQ(err[4], -EINVAL);
+	CHECK_EQ(err[5], -EINVAL);
+	CHECK_EQ(o->getattr_in(s, "g/missing", names, 1, st, err), -ENOENT);
+	CHECK_EQ(o->getattr_in(s, "g/../g", names, 1, st, err), -EINVAL);
+	CHECK_OK(o->unlink(s, "g/l"));
+	CHECK_OK(o->unlink(s, "g/a"));
+	CHECK_OK(o->rmdir(s, "g/sub"));
+	CHECK_OK(o->rmdir(s, "g"));
+}
+
 void store_contract_run(struct phi_store *s, const struct store_caps *caps)
 {
 	test_paths(s);
@@ -464,4 +500,5 @@ void store_contract_run(struct phi_store *s, const struct store_caps *caps)
 	test_namespace(s, caps);
 	test_get_put(s);
 	test_unlink_held(s);
+	test_getattr_in(s);
 }
