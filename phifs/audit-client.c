@@ -510,3 +510,23 @@ static void async_stop(struct phi_audit_client *c)
 	if (started)
 		pthread_join(c->thread, NULL);
 }
+
+int phi_audit_client_preconnect(struct phi_audit_client *c, unsigned n_sync, unsigned n_async)
+{
+	int r = 0;
+	pthread_mutex_lock(&c->lock);
+	if (n_sync && n_sync < c->n)
+		c->n = n_sync;
+	if (n_async && n_async < c->na)
+		c->na = n_async;
+	for (size_t i = 0; r == 0 && i < c->n; i++)
+		if (c->slots[i].fd < 0 && !c->slots[i].busy)
+			r = connect_slot(c, &c->slots[i]);
+	if (r == 0)
+		r = async_start(c);
+	for (size_t i = 0; r == 0 && i < c->na; i++)
+		if (c->aslots[i].fd < 0)
+			r = async_connect(c, &c->aslots[i]);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}

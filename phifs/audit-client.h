@@ -44,6 +44,12 @@ typedef void phi_audit_done_fn(void *arg, int status, uint64_t seq);
 int phi_audit_submit_async(struct phi_audit_client *c, const struct phi_audit_event *ev,
 			   phi_audit_done_fn *done, void *arg);
 
+/* Connect n_sync pooled and n_async asynchronous connections now and keep the pools to
+ * those sizes: for a process about to lose the right to connect to the writer's socket
+ * (phifs -o run_as). A connection lost later (the writer restarted) cannot be replaced
+ * then, and submissions on it fail: fail closed. 0 or -errno. */
+int phi_audit_client_preconnect(struct phi_audit_client *c, unsigned n_sync, unsigned n_async);
+
 /* Wait until every asynchronous submission has had its done() call. */
 void phi_audit_drain(struct phi_audit_client *c);
 

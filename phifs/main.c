@@ -253,6 +253,18 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	}
 	fuse_daemonize(fo.foreground);
+	if (c.run_as && audit) {
+		/* USER may not connect to the writer's socket: every connection the mount will
+		 * use is made now (a FUSE thread's synchronous records, and the opens answered
+		 * by the completion thread) */
+		r = phi_audit_client_preconnect(audit, 16, 32);
+		if (r < 0) {
+			fprintf(stderr, "phifs: cannot connect to the audit writer: %s\n", strerror(-r));
+			(void)mount_record(audit, PHI_AE_UNMOUNT, c.ro);
+			fuse_session_unmount(se);
+			goto out_signals;
+		}
+	}
 	if (c.run_as) {
 		r = phi_privs_drop(c.run_as);
 		if (r < 0) {
