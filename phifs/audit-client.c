@@ -42,16 +42,17 @@ struct phi_audit_client {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	uint32_t next_id;
-	size_t n;
+	size_t n, n_cap; /* n: pooled slots in use (preconnect may lower it), of n_cap */
 	struct slot *slots;
 	/* asynchronous submissions: one completion thread waits on every async connection
 	 * (epoll) and calls each submitter's done(), so no submitting thread sleeps */
 	struct aslot *aslots;
-	size_t na, inflight;
+	size_t na, na_cap, inflight; /* na: slots in use (preconnect may lower it), of na_cap */
 	int ep, wake; /* epoll, eventfd */
 	bool started, stopping;
 	pthread_t thread;
 	pthread_cond_t acond; /* a slot freed, or nothing in flight any more */
+	struct completion *done; /* the completion thread's buffer, na entries */
 };
 
 int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_client_opts *o,
@@ -62,7 +63,7 @@ int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_c
 	struct phi_audit_client *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->n = o && o->pool ? o->pool : 64;
+	c->n = c->n_cap = o && o->pool ? o->pool : 64;
 	c->deadline_ms = o && o->deadline_ms ? o->deadline_ms : 500;
 	c->slots = calloc(c->n, sizeof(*c->slots));
 	if (!c->slots) {
@@ -71,7 +72,7 @@ int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_c
 	}
 	for (size_t i = 0; i < c->n; i++)
 		c->slots[i].fd = -1;
-	c->na = c->n;
+	c->na = c->na_cap = c->n;
 	c->aslots = calloc(c->na, sizeof(*c->aslots));
 	if (!c->aslots) {
 		free(c->slots);
@@ -106,13 +107,14 @@ void phi_audit_client_free(struct phi_audit_client *c)
 	if (!c)
 		return;
 	async_stop(c);
-	for (size_t i = 0; i < c->n; i++)
+	for (size_t i = 0; i < c->n_cap; i++)
 		phi_closep(&c->slots[i].fd);
-	for (size_t i = 0; i < c->na; i++)
+	for (size_t i = 0; i < c->na_cap; i++)
 		phi_closep(&c->aslots[i].fd);
 	phi_closep(&c->ep);
 	phi_closep(&c->wake);
 	free(c->aslots);
+	free(c->done);
 	pthread_cond_destroy(&c->acond);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
@@ -339,9 +341,7 @@ static void *async_thread(void *arg)
 {
 	struct phi_audit_client *c = arg;
 	struct epoll_event ev[64];
-	_cleanup_free_ struct completion *done = calloc(c->na, sizeof(*done));
-	if (!done)
-		abort(); /* allocated before any request could be in flight: see async_start */
+	struct completion *done = c->done;
 	for (;;) {
 		int64_t now = mono_ms(), first = -1;
 		pthread_mutex_lock(&c->lock);
@@ -385,6 +385,9 @@ static int async_start(struct phi_audit_client *c)
 {
 	if (c->started)
 		return 0;
+	/* one completion per slot at most per round; made here, where failing is an answer */
+	if (!c->done && !(c->done = calloc(c->na_cap, sizeof(*c->done))))
+		return -ENOMEM;
 	c->ep = epoll_create1(EPOLL_CLOEXEC);
 	c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->ep < 0 || c->wake < 0)

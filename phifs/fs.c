@@ -587,6 +587,13 @@ static void audit_expiry(struct phifs *fs, const struct access *a, const struct 
 		expiry_recorded(fs, d->grant_id);
 }
 
+/* Why a request is denied although the policy allowed it (no names, no PHI). */
+static void log_not_durable(int err, enum phi_op op)
+{
+	fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n", strerror(-err),
+		phi_op_name(op));
+}
+
 /* Decide a gated request: 0, or -EACCES when the policy denies (or the denial's record
  * cannot be made durable; a denial is recorded here, before the caller answers). When the
  * allowed request must be recorded too, *ret_record is set and *ev holds the record, which
@@ -642,8 +649,7 @@ static int gate_decide(fuse_req_t req, struct phifs *fs, const struct access *a,
 		}
 		int r = phi_audit_submit(fs->opts.audit, ev, NULL);
 		if (r < 0)
-			fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n",
-				strerror(-r), phi_op_name(a->op));
+			log_not_durable(r, a->op);
 	}
 	return d.allowed ? 0 : -EACCES;
 }
@@ -654,8 +660,7 @@ static int gate_record(struct phifs *fs, enum phi_op op, const struct phi_audit_
 {
 	int r = phi_audit_submit(fs->opts.audit, ev, NULL);
 	if (r < 0) {
-		fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n", strerror(-r),
-			phi_op_name(op));
+		log_not_durable(r, op);
 		return -EACCES;
 	}
 	return 0;
@@ -710,8 +715,7 @@ static void open_recorded(void *arg, int status, uint64_t seq)
 	(void)seq;
 	struct open_wait *w = arg;
 	if (status < 0) {
-		fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n",
-			strerror(-status), phi_op_name(w->op));
+		log_not_durable(status, w->op);
 		w->drop(w->fs, w->fi.fh);
 		reply_err(w->req, -EACCES);
 	} else {
@@ -734,11 +738,23 @@ static void reply_open_recorded(struct phifs *fs, fuse_req_t req, const struct f
 	}
 	if (r < 0) {
 		free(w);
-		fprintf(stderr, "phifs: audit record not durable (%s): denying %s\n", strerror(-r),
-			phi_op_name(op));
+		log_not_durable(r, op);
 		drop(fs, fi->fh);
 		reply_err(req, -EACCES);
 	}
+}
+
+/* An allowed open (or opendir) that failed with r: its attempt goes on record with that
+ * outcome when it was to be recorded (ev), then the error is the answer. */
+static void reply_open_failed(struct phifs *fs, fuse_req_t req, enum phi_op op,
+			      struct phi_audit_event *ev, int r)
+{
+	if (ev) {
+		ev->outcome = 4;
+		ev->err = -r;
+		(void)gate_record(fs, op, ev);
+	}
+	reply_err(req, r);
 }
 
 /* Whether the root listing shows a patient to this caller. */
@@ -1485,13 +1501,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	if (r < 0) {
 		dir_drop(fs, (uint64_t)(uintptr_t)db);
-		if (record) {
-			/* the attempt is on record, with its outcome */
-			ev.outcome = 4;
-			ev.err = -r;
-			(void)gate_record(fs, a.op, &ev);
-		}
-		reply_err(req, r);
+		reply_open_failed(fs, req, a.op, record ? &ev : NULL, r);
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)db;
@@ -1862,13 +1872,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	r = open_node(fs, N(fs, ino), fi);
 	if (r < 0) {
-		if (record) {
-			/* the attempt is on record, with its outcome */
-			ev.outcome = 4;
-			ev.err = -r;
-			(void)gate_record(fs, a.op, &ev);
-		}
-		reply_err(req, r);
+		reply_open_failed(fs, req, a.op, record ? &ev : NULL, r);
 		return;
 	}
 	if (record)
