@@ -1,5 +1,7 @@
 /* policy.c: caller identity from /proc, and the access decision (docs/grants-format.md). */
+#include <poll.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -430,19 +432,33 @@ static int read_starttime(pid_t pid, uint64_t *ret)
 	return phi_proc_parse_starttime(buf, (size_t)m, ret);
 }
 
+/* Is a cached entry still about the thread that sent the request? Thread ids are reused,
+ * so the id alone does not say. Where the kernel has thread pidfds (PIDFD_THREAD, Linux
+ * 6.9), each entry holds one, opened while the thread was verified: a thread id cannot be
+ * reused while its thread lives, and the pidfd polls readable once that thread has
+ * exited, so one poll() answers. Elsewhere (or when no fd can be had) the entry keeps the
+ * thread's start time, and every use reads /proc/TID/stat again: open, read and close, and
+ * the kernel formats 52 fields (do_task_stat), which under 64 threads of opens was about
+ * a fifth of phifs's CPU, twice per open. */
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+
 struct id_slot {
 	bool used;
 	pid_t pid;
 	uint32_t uid, gid;
 	uint64_t start;
+	int pidfd; /* -1: none; check by start time */
 	int64_t until_ns;
 	struct phi_identity id;
 };
 
 struct phi_identity_cache {
-	pthread_mutex_t lock;
+	pthread_rwlock_t lock; /* readers poll a slot's pidfd; a writer replaces (closes) it */
 	uint64_t ttl_ns;
 	size_t cap;
+	bool pidfds; /* the kernel gives thread pidfds */
 	struct id_slot *slot;
 };
 
@@ -451,6 +467,21 @@ static int64_t mono_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int pidfd_thread_open(pid_t tid)
+{
+	return (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+}
+
+/* the thread behind pidfd has not exited */
+static bool pidfd_alive(int pidfd)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	int n;
+	while ((n = poll(&p, 1, 0)) < 0 && errno == EINTR)
+		;
+	return n == 0;
 }
 
 int phi_identity_cache_new(size_t cap, uint64_t ttl_ns, struct phi_identity_cache **ret)
@@ -465,9 +496,15 @@ int phi_identity_cache_new(size_t cap, uint64_t ttl_ns, struct phi_identity_cach
 		free(c);
 		return -ENOMEM;
 	}
+	for (size_t i = 0; i < cap; i++)
+		c->slot[i].pidfd = -1;
 	c->cap = cap;
 	c->ttl_ns = ttl_ns;
-	pthread_mutex_init(&c->lock, NULL);
+	int fd = pidfd_thread_open(gettid());
+	c->pidfds = fd >= 0;
+	if (fd >= 0)
+		close(fd);
+	pthread_rwlock_init(&c->lock, NULL);
 	*ret = c;
 	return 0;
 }
@@ -476,9 +513,24 @@ void phi_identity_cache_free(struct phi_identity_cache *c)
 {
 	if (!c)
 		return;
-	pthread_mutex_destroy(&c->lock);
+	for (size_t i = 0; i < c->cap; i++)
+		if (c->slot[i].pidfd >= 0)
+			close(c->slot[i].pidfd);
+	pthread_rwlock_destroy(&c->lock);
 	free(c->slot);
 	free(c);
+}
+
+/* A hit when the slot is the caller's, fresh, and its thread is the one verified: by the
+ * slot's pidfd (start == NULL) or by the start time just read. Under c->lock. */
+static bool slot_hit(const struct id_slot *s, uint32_t uid, uint32_t gid, pid_t pid,
+		     int64_t now, const uint64_t *start)
+{
+	if (!s->used || s->pid != pid || s->uid != uid || s->gid != gid || now >= s->until_ns)
+		return false;
+	if (!start)
+		return s->pidfd >= 0 && pidfd_alive(s->pidfd);
+	return s->pidfd < 0 && s->start == *start;
 }
 
 int phi_identity_cached(struct phi_identity_cache *c, uint32_t uid, uint32_t gid, pid_t pid,
@@ -488,36 +540,48 @@ int phi_identity_cached(struct phi_identity_cache *c, uint32_t uid, uint32_t gid
 		return phi_identity_from_pid(uid, gid, pid, ret);
 	if (pid <= 0 || !ret)
 		return -EINVAL;
+	struct id_slot *s = &c->slot[(size_t)pid % c->cap];
+	int64_t now = mono_ns();
+	bool hit = false;
+	if (c->pidfds) {
+		pthread_rwlock_rdlock(&c->lock);
+		if ((hit = slot_hit(s, uid, gid, pid, now, NULL)))
+			*ret = s->id;
+		pthread_rwlock_unlock(&c->lock);
+		if (hit)
+			return 0;
+	}
 	uint64_t start;
 	int r = read_starttime(pid, &start);
 	if (r < 0)
 		return r;
-	struct id_slot *s = &c->slot[(size_t)pid % c->cap];
-	int64_t now = mono_ns();
-	bool hit = false;
-	pthread_mutex_lock(&c->lock);
-	if (s->used && s->pid == pid && s->uid == uid && s->gid == gid && s->start == start &&
-	    now < s->until_ns) {
+	pthread_rwlock_rdlock(&c->lock);
+	if ((hit = slot_hit(s, uid, gid, pid, now, &start)))
 		*ret = s->id;
-		hit = true;
-	}
-	pthread_mutex_unlock(&c->lock);
+	pthread_rwlock_unlock(&c->lock);
 	if (hit)
 		return 0;
 	struct phi_identity *id = malloc(sizeof(*id));
 	if (!id)
 		return -ENOMEM;
 	r = phi_identity_from_pid(uid, gid, pid, id);
+	/* opened before the second start-time read, so that it names the thread verified;
+	 * none (EMFILE, an old kernel) leaves the slot to the start-time check */
+	int pidfd = r >= 0 && c->pidfds ? pidfd_thread_open(pid) : -1;
 	uint64_t start2;
 	/* the same thread throughout: its start time did not change while we read it */
 	if (r >= 0 && (read_starttime(pid, &start2) < 0 || start2 != start))
 		r = -ESRCH;
 	if (r >= 0) {
-		pthread_mutex_lock(&c->lock);
+		pthread_rwlock_wrlock(&c->lock);
+		if (s->pidfd >= 0)
+			close(s->pidfd);
 		*s = (struct id_slot){ .used = true, .pid = pid, .uid = uid, .gid = gid, .start = start,
-				       .until_ns = now + (int64_t)c->ttl_ns, .id = *id };
-		pthread_mutex_unlock(&c->lock);
+				       .pidfd = pidfd, .until_ns = now + (int64_t)c->ttl_ns, .id = *id };
+		pthread_rwlock_unlock(&c->lock);
 		*ret = *id;
+	} else if (pidfd >= 0) {
+		close(pidfd);
 	}
 	free(id);
 	return r;
