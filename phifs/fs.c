@@ -83,6 +83,10 @@ struct node {
 	unsigned opens;
 	unsigned writers; /* open write-only handles; guarded by io */
 	struct phi_store_stat last;
+	/* the store object as it was when the kernel's cached pages were last known to match
+	 * it (pages_valid); guarded by io */
+	bool pages_ok;
+	struct phi_store_stat pages;
 };
 
 struct handle {
@@ -1758,7 +1762,42 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
 /* ---- files ---- */
 
-static int handle_new(const struct phifs *fs, struct node *n, int flags, struct fuse_file_info *fi)
+/* A change of the store object behind this mount's back (another mount of the same store,
+ * such as a gpurun job's, writing the file) that the stat below could miss: one in the
+ * same timestamp tick as the stat (ext4 stamps coarse times, a jiffy apart). A stat whose
+ * ctime is this recent vouches for nothing; git's "racily clean" index entries are the
+ * same problem. */
+#define PAGES_RACY_NS 50000000LL
+
+/* May an opening reader keep the kernel's cached pages of n (FOPEN_KEEP_CACHE), instead
+ * of having them dropped and every byte read, decrypted and answered again? Yes when the
+ * store object is the one, unchanged, that they were last known to match: same inode,
+ * size, mtime and ctime as at an earlier open that dropped them, so every page cached
+ * since came from, or went to, these very bytes (writes through this mount reach the
+ * store at once: no writeback cache). An open that cannot say so drops them and records
+ * the object as it is now. Under n->io. Only on stores whose stat tracks content. */
+static bool pages_valid(const struct phifs *fs, struct node *n, const char *path)
+{
+	struct phi_store_stat ss;
+	if (fs->s->ops->getattr(fs->s, path, &ss) < 0) {
+		n->pages_ok = false;
+		return false;
+	}
+	const struct phi_store_stat *o = &n->pages;
+	bool same = n->pages_ok && ss.ino == o->ino && ss.size == o->size &&
+		    ss.mtime.tv_sec == o->mtime.tv_sec && ss.mtime.tv_nsec == o->mtime.tv_nsec &&
+		    ss.ctime.tv_sec == o->ctime.tv_sec && ss.ctime.tv_nsec == o->ctime.tv_nsec;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t age = ((int64_t)now.tv_sec - ss.ctime.tv_sec) * 1000000000LL +
+		      (now.tv_nsec - ss.ctime.tv_nsec);
+	n->pages = ss;
+	n->pages_ok = age >= PAGES_RACY_NS;
+	return same;
+}
+
+static int handle_new(const struct phifs *fs, struct node *n, int flags, struct fuse_file_info *fi,
+		      const char *path)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 	if (!h)
@@ -1769,11 +1808,14 @@ static int handle_new(const struct phifs *fs, struct node *n, int flags, struct 
 	if (fs->opts.direct_io) {
 		fi->direct_io = 1;
 		fi->keep_cache = 0;
+	} else if (path && (flags & O_ACCMODE) != O_WRONLY && !(flags & O_TRUNC) &&
+		   fs->s->ops->stat_tracks_content) {
+		fi->keep_cache = pages_valid(fs, n, path);
 	} else if ((flags & O_ACCMODE) == O_WRONLY && !(flags & O_TRUNC)) {
 		/* Without keep_cache the kernel drops the file's cached pages at every open. A
 		 * write-only handle reads nothing through them (its writes update the pages they
-		 * cover), and every open that can read still drops them, so keeping them costs
-		 * no freshness and spares the invalidation: 35-65 ms at the open of a 512 MiB
+		 * cover), and every open that can read still drops them unless pages_valid
+		 * vouches for them, so keeping them costs no freshness and spares the invalidation: 35-65 ms at the open of a 512 MiB
 		 * file read just before (tests/azure/bench.sh, the 4 KiB overwrite row). */
 		fi->keep_cache = 1;
 	}
@@ -1811,7 +1853,7 @@ static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi
 	pthread_mutex_lock(&n->io);
 	r = attach(fs, n, path, (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY);
 	if (r >= 0)
-		r = handle_new(fs, n, fi->flags, fi);
+		r = handle_new(fs, n, fi->flags, fi, path);
 	if (r >= 0) {
 		n->opens++;
 		writers_add(fs, n, fi->flags, 1);
@@ -1937,7 +1979,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (r >= 0)
 		r = entry_for(fs, d, &t, &e, &n);
 	if (r >= 0)
-		r = handle_new(fs, n, fi->flags, fi);
+		r = handle_new(fs, n, fi->flags, fi, NULL);
 	if (r < 0) {
 		phi_cfile_free(cf);
 		if (obj)

@@ -48,6 +48,10 @@ typedef int (*phi_store_dirent_fn)(void *ctx, const char *name, uint32_t type /*
 
 struct phi_store_ops {
 	const char *scheme; /* "file", "az" */
+	/* getattr's ino, size, mtime and ctime change with every change of an object's bytes,
+	 * whoever makes it (a local filesystem; not Azure, whose Last-Modified has whole
+	 * seconds): phifs may then keep a file's page cache across opens (fs.c, pages_valid) */
+	bool stat_tracks_content;
 
 	void (*close)(struct phi_store *s);
 

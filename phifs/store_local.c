@@ -766,6 +766,7 @@ static void local_close(struct phi_store *s)
 
 static const struct phi_store_ops local_ops = {
 	.scheme = "file",
+	.stat_tracks_content = true,
 	.close = local_close,
 	.getattr = local_getattr,
 	.mkdir = local_mkdir,

@@ -77,6 +77,41 @@ assert open(p, "rb").read() == want, "reader opened after"
 PY
 ok "a write-only open keeps the page cache; readers see its writes"
 
+# a reader's open keeps the file's cached pages only while the store object is unchanged
+# (fs.c pages_valid): a second mount of the same store (as a gpurun job's is) rewrites the
+# file behind this mount's back, with the same size, and this mount's next open must read
+# the new bytes. 40 rewrites without a pause land several in one timestamp tick, which
+# only the racy-stat rule catches; the paused ones exercise the kept-pages path itself.
+MNT2=$T/mnt2
+mkdir -p "$MNT2"
+"$PHIFS" --key-file "$KEY" "$STORE" "$MNT2" 2>>"$T/phifs2.log"
+st=0
+python3 - "$P" "$MNT2/patient-alice-7" <<'PY' || st=$?
+import os, sys, time
+a, b = sys.argv[1] + "/shared.bin", sys.argv[2] + "/shared.bin"
+def put(path, ch):
+    with open(path, "r+b" if os.path.exists(path) else "wb") as f:
+        f.write(bytes([ch]) * 20000)
+def get(path):
+    with open(path, "rb") as f:
+        return f.read()
+put(b, 0x41)
+time.sleep(0.1)
+assert get(a) == b"A" * 20000
+assert get(a) == b"A" * 20000  # an unchanged object: pages kept
+for i in range(40):
+    ch = 0x42 + i % 20
+    put(b, ch)
+    if i % 8 == 7:
+        time.sleep(0.1)
+    got = get(a)
+    assert got == bytes([ch]) * 20000, "rewrite %d: this mount read stale bytes %r" % (i, got[:1])
+    assert get(a) == got
+PY
+fusermount3 -u "$MNT2"
+[ "$st" = 0 ] || fail "stale pages after a rewrite by another mount"
+ok "a rewrite by another mount of the store is read by the next open (kept pages revalidated)"
+
 # rename, links, attrs
 echo one > "$P/a"; echo two > "$P/b"
 mv "$P/a" "$P/b"; [ "$(cat "$P/b")" = one ] && [ ! -e "$P/a" ] || fail "rename over"
