@@ -459,8 +459,13 @@ struct phi_identity_cache {
 	uint64_t ttl_ns;
 	size_t cap;
 	bool pidfds; /* the kernel gives thread pidfds */
+	size_t npidfds; /* held by slots; under lock (write) */
 	struct id_slot *slot;
 };
+
+/* Slots beyond this many check by start time: the fds a mount has (a shell's soft limit is
+ * 1024) are for the store's files first. 64 client threads need 64. */
+#define IDENTITY_PIDFDS_MAX 256
 
 static int64_t mono_ns(void)
 {
@@ -567,15 +572,30 @@ int phi_identity_cached(struct phi_identity_cache *c, uint32_t uid, uint32_t gid
 	r = phi_identity_from_pid(uid, gid, pid, id);
 	/* opened before the second start-time read, so that it names the thread verified;
 	 * none (EMFILE, an old kernel) leaves the slot to the start-time check */
-	int pidfd = r >= 0 && c->pidfds ? pidfd_thread_open(pid) : -1;
+	int pidfd = -1;
+	if (r >= 0 && c->pidfds) {
+		pthread_rwlock_rdlock(&c->lock);
+		bool room = c->npidfds < IDENTITY_PIDFDS_MAX || s->pidfd >= 0;
+		pthread_rwlock_unlock(&c->lock);
+		if (room)
+			pidfd = pidfd_thread_open(pid);
+	}
 	uint64_t start2;
 	/* the same thread throughout: its start time did not change while we read it */
 	if (r >= 0 && (read_starttime(pid, &start2) < 0 || start2 != start))
 		r = -ESRCH;
 	if (r >= 0) {
 		pthread_rwlock_wrlock(&c->lock);
-		if (s->pidfd >= 0)
+		if (s->pidfd >= 0) {
 			close(s->pidfd);
+			c->npidfds--;
+		}
+		if (pidfd >= 0 && c->npidfds >= IDENTITY_PIDFDS_MAX) {
+			close(pidfd); /* another thread took the room meanwhile */
+			pidfd = -1;
+		}
+		if (pidfd >= 0)
+			c->npidfds++;
 		*s = (struct id_slot){ .used = true, .pid = pid, .uid = uid, .gid = gid, .start = start,
 				       .pidfd = pidfd, .until_ns = now + (int64_t)c->ttl_ns, .id = *id };
 		pthread_rwlock_unlock(&c->lock);

@@ -1,6 +1,7 @@
 /* test-policy: each role's allowed and denied operations, grant windows to the second,
  * revocation and emergency flags in decisions, the /proc parsers (golden vectors) and
  * identities of this process, a thread, a child, a dead pid and pid 0. */
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <grp.h>
@@ -438,6 +439,74 @@ static void test_identity_cache(void)
 	close(q[1]);
 }
 
+/* Many threads at once: past the cache's pidfd budget (policy.c, 256) slots fall back to
+ * the start-time check, and every thread still gets its own identity; a thread that has
+ * exited, on either kind of slot, gets none. */
+struct waiter {
+	pthread_t t;
+	pid_t tid;
+	int ready, gate; /* pipes: the thread reports its tid, then waits for the gate */
+};
+
+static void *waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+	w->tid = gettid();
+	char ch = 'r';
+	if (write(w->ready, &ch, 1) != 1 || read(w->gate, &ch, 1) < 0)
+		return NULL;
+	return NULL;
+}
+
+static size_t open_fds(void)
+{
+	size_t n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	CHECK(d != NULL);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+static void test_identity_cache_many(void)
+{
+	enum { N = 300 };
+	struct phi_identity_cache *c;
+	CHECK_OK(phi_identity_cache_new(1024, 60ull * 1000000000, &c));
+	int ready[2], gate[2];
+	CHECK_OK(pipe2(ready, O_CLOEXEC));
+	CHECK_OK(pipe2(gate, O_CLOEXEC));
+	static struct waiter w[N];
+	for (int i = 0; i < N; i++) {
+		w[i] = (struct waiter){ .ready = ready[1], .gate = gate[0] };
+		CHECK_OK(pthread_create(&w[i].t, NULL, waiter_main, &w[i]));
+	}
+	char ch;
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(read(ready[0], &ch, 1), 1);
+	size_t before = open_fds();
+	struct phi_identity id;
+	for (int round = 0; round < 2; round++) /* the second round is answered by the cache */
+		for (int i = 0; i < N; i++) {
+			CHECK_OK(phi_identity_cached(c, geteuid(), getegid(), w[i].tid, &id));
+			CHECK_EQ(id.pid, w[i].tid);
+			CHECK_EQ(id.tgid, getpid());
+		}
+	size_t held = open_fds() - before;
+	CHECK(held >= 1 && held <= 256);
+	close(gate[1]); /* every thread returns */
+	for (int i = 0; i < N; i++)
+		CHECK_OK(pthread_join(w[i].t, NULL));
+	CHECK_EQ(phi_identity_cached(c, geteuid(), getegid(), w[0].tid, &id), -ESRCH);
+	CHECK_EQ(phi_identity_cached(c, geteuid(), getegid(), w[N - 1].tid, &id), -ESRCH);
+	phi_identity_cache_free(c);
+	CHECK_EQ(open_fds(), before - 1); /* every pidfd closed (the gate too) */
+	close(ready[0]);
+	close(ready[1]);
+	close(gate[0]);
+}
+
 static int rm_fn(const char *p, const struct stat *sb, int type, struct FTW *ftw)
 {
 	(void)sb;
@@ -464,6 +533,7 @@ int main(void)
 	if (geteuid() == 0) {
 		test_identity();
 		test_identity_cache();
+		test_identity_cache_many();
 	}
 	else
 		puts("identity: needs root (setgroups in a child); skipped");
