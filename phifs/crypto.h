@@ -25,6 +25,10 @@ int phi_crypto_init(void);
 struct phi_key {
 	size_t len;
 	uint8_t *k; /* sodium_malloc'd */
+	/* the key's AES-SIV context, made on first SIV use and copied per message (crypto.c):
+	 * a cache derived from k, not part of its value (k must not change after that use),
+	 * freed with the key */
+	void *_Atomic siv;
 };
 
 int phi_key_new(size_t len, struct phi_key **ret);           /* zero-filled */

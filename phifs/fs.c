@@ -1603,6 +1603,10 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 				pthread_mutex_unlock(&fs->lock);
 				if (n)
 					fill_entry(fs, n, &ss[j], &e);
+				/* a walk lists it next: its listing and dir id in flight now */
+				if (S_ISDIR(ss[j].mode) && fs->s->ops->prefetch_dir &&
+				    join(path, sizeof(path), db->path, store[j]) >= 0)
+					fs->s->ops->prefetch_dir(fs->s, path, PHI_DIRID_FILE);
 			}
 			size_t need = fuse_add_direntry_plus(req, NULL, 0, name[j], NULL, 0);
 			(void)fuse_add_direntry_plus(req, buf + used, size - used, name[j], &e, (off_t)i + 1);

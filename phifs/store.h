@@ -89,6 +89,14 @@ struct phi_store_ops {
 	 * open per run of entries instead of one per entry. */
 	int (*getattr_in)(struct phi_store *s, const char *dir, const char *const *names, size_t n,
 			  struct phi_store_stat *ret, int *err);
+	/* Optional (NULL: no hints taken). A hint that directory dir is about to be listed and
+	 * its small object dir/obj (if obj is not NULL) read with get: a listing with
+	 * attributes (readdirplus) just returned dir, as find, ls -R and du walk. The store may
+	 * warm its own caches of that ciphertext off the caller's path; it returns at once,
+	 * never fails, and may drop the hint. Nothing it does is visible to a caller but in
+	 * timing. (The local store reads them into the kernel's caches from a few background
+	 * threads, so a walk's cold reads are in flight together instead of one at a time.) */
+	void (*prefetch_dir)(struct phi_store *s, const char *dir, const char *obj);
 	int (*statfs)(struct phi_store *s, struct statvfs *ret);
 
 	/* Objects. flags are O_* (O_CREAT, O_EXCL, O_TRUNC, O_RDONLY/O_RDWR). */

@@ -7,10 +7,14 @@
  * resolved with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) where the kernel
  * has it, otherwise one component at a time with O_NOFOLLOW; the last
  * component is handled by an *at() call that does not follow it either.
+ * The one exception to "no shared mutable state" is the prefetch queue (struct
+ * prefetch), which has its own lock and touches nothing else.
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -22,10 +26,30 @@
 /* requests at least this large are streaming I/O (FUSE sends up to 1 MiB per request) */
 #define STREAM_MIN (512u << 10)
 
+/* Prefetch (local_prefetch_dir): hints wait in a bounded ring, and are dropped when it is
+ * full, for a few threads started with the first hint; each hint costs a bounded amount of
+ * reading (PREFETCH_ENTRIES entries of the listing). Threads, not one thread with readahead:
+ * a directory's blocks can only be read by reading the directory (getdents blocks), so
+ * the only way to have several directories' cold reads in flight is several readers. */
+#define PREFETCH_THREADS 4
+#define PREFETCH_QUEUE 256
+#define PREFETCH_ENTRIES 4096
+
+struct prefetch {
+	pthread_mutex_t lock;
+	pthread_cond_t more;
+	char *q[PREFETCH_QUEUE]; /* "dir\0obj\0" (obj "" for none), owned; under lock */
+	size_t head, len;        /* under lock */
+	bool started, stop;      /* under lock */
+	size_t nth;              /* threads running; written under lock before stop is set */
+	pthread_t th[PREFETCH_THREADS];
+};
+
 struct local_store {
 	struct phi_store base; /* first: a struct phi_store * is a struct local_store * */
 	int dirfd;             /* O_PATH|O_DIRECTORY, immutable after open */
 	bool have_openat2;     /* immutable after open */
+	struct prefetch pf;
 };
 
 struct phi_store_obj {
@@ -427,6 +451,100 @@ static int local_getattr_in(struct phi_store *s, const char *dir, const char *co
 	return 0;
 }
 
+/* ---- prefetch ---- */
+
+/* Warm the kernel's caches for one hint: the directory's listing (its blocks and those of
+ * the inodes of its first entries, through the lookups the listing makes) and the content
+ * of obj. Errors are ignored: a hint that cannot be served costs its caller nothing. */
+static void prefetch_one(const struct local_store *ls, const char *dir, const char *obj)
+{
+	if (path_check(dir, false) < 0)
+		return;
+	_cleanup_close_ int fd = open_beneath(ls, dir, O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0)
+		return;
+	if (*obj && !strchr(obj, '/') && path_check(obj, false) == 0) {
+		_cleanup_close_ int ofd =
+			openat(fd, obj, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+		/* asynchronous: its read is in flight while the listing is read below */
+		if (ofd >= 0)
+			(void)posix_fadvise(ofd, 0, 0, POSIX_FADV_WILLNEED);
+	}
+	_cleanup_(closedirp) DIR *d = fdopendir(fd);
+	if (!d)
+		return;
+	(void)TAKE_FD(fd); /* owned by d now */
+	for (size_t i = 0; i < PREFETCH_ENTRIES && readdir(d); i++)
+		;
+}
+
+static void *prefetch_run(void *arg)
+{
+	struct local_store *ls = arg;
+	struct prefetch *pf = &ls->pf;
+	pthread_mutex_lock(&pf->lock);
+	for (;;) {
+		while (!pf->stop && !pf->len)
+			pthread_cond_wait(&pf->more, &pf->lock);
+		if (pf->stop)
+			break;
+		_cleanup_free_ char *h = pf->q[pf->head];
+		pf->q[pf->head] = NULL;
+		pf->head = (pf->head + 1) % PREFETCH_QUEUE;
+		pf->len--;
+		pthread_mutex_unlock(&pf->lock);
+		prefetch_one(ls, h, h + strlen(h) + 1);
+		pthread_mutex_lock(&pf->lock);
+	}
+	pthread_mutex_unlock(&pf->lock);
+	return NULL;
+}
+
+static void local_prefetch_dir(struct phi_store *s, const char *dir, const char *obj)
+{
+	struct local_store *ls = to_local(s);
+	struct prefetch *pf = &ls->pf;
+	size_t dl = strnlen(dir, PHI_STORE_PATH_MAX), ol = obj ? strnlen(obj, PHI_STORE_NAME_MAX + 1) : 0;
+	if (dl >= PHI_STORE_PATH_MAX || ol > PHI_STORE_NAME_MAX)
+		return;
+	char *h = malloc(dl + ol + 2);
+	if (!h)
+		return;
+	memcpy(h, dir, dl + 1);
+	memcpy(h + dl + 1, obj ? obj : "", ol + 1);
+	pthread_mutex_lock(&pf->lock);
+	if (!pf->started) {
+		/* started with the first hint: a mount that never walks a tree never has them,
+		 * and they start under the mount's final identity (after -o run_as) */
+		pf->started = true;
+		while (pf->nth < PREFETCH_THREADS &&
+		       pthread_create(&pf->th[pf->nth], NULL, prefetch_run, ls) == 0)
+			pf->nth++;
+	}
+	if (pf->nth && pf->len < PREFETCH_QUEUE) {
+		pf->q[(pf->head + pf->len) % PREFETCH_QUEUE] = TAKE_PTR(h);
+		pf->len++;
+		pthread_cond_signal(&pf->more);
+	}
+	pthread_mutex_unlock(&pf->lock);
+	free(h); /* dropped: no thread, or the queue is full */
+}
+
+/* Stop the prefetch threads (each finishes the hint it has) and drop waiting hints. */
+static void prefetch_stop(struct prefetch *pf)
+{
+	pthread_mutex_lock(&pf->lock);
+	pf->stop = true;
+	pthread_cond_broadcast(&pf->more);
+	pthread_mutex_unlock(&pf->lock);
+	for (size_t i = 0; i < pf->nth; i++)
+		pthread_join(pf->th[i], NULL);
+	for (; pf->len; pf->len--, pf->head = (pf->head + 1) % PREFETCH_QUEUE)
+		free(pf->q[pf->head]);
+	pthread_cond_destroy(&pf->more);
+	pthread_mutex_destroy(&pf->lock);
+}
+
 static int local_statfs(struct phi_store *s, struct statvfs *ret)
 {
 	struct statvfs sv;
@@ -760,6 +878,7 @@ static void local_close(struct phi_store *s)
 	struct local_store *ls = to_local(s);
 	if (!ls)
 		return;
+	prefetch_stop(&ls->pf);
 	phi_closep(&ls->dirfd);
 	free(ls);
 }
@@ -782,6 +901,7 @@ static const struct phi_store_ops local_ops = {
 	.utimens = local_utimens,
 	.readdir = local_readdir,
 	.getattr_in = local_getattr_in,
+	.prefetch_dir = local_prefetch_dir,
 	.statfs = local_statfs,
 	.open = local_open,
 	.create = local_create,
@@ -822,6 +942,8 @@ int phi_store_local_open(const char *root, struct phi_store **ret)
 		.dirfd = TAKE_FD(dirfd),
 		.have_openat2 = have_openat2,
 	};
+	pthread_mutex_init(&ls->pf.lock, NULL);
+	pthread_cond_init(&ls->pf.more, NULL);
 	*ret = &ls->base;
 	return 0;
 }

@@ -493,6 +493,40 @@ static void test_getattr_in(struct phi_store *s)
 	CHECK_OK(o->rmdir(s, "g"));
 }
 
+/* prefetch_dir (optional): a hint only. Hints for missing, invalid or escaping paths are
+ * taken without harm, many hints at once are dropped rather than queued without bound, and
+ * nothing changes in the store; the caller closing the store (test end) stops the work. */
+static void test_prefetch_dir(struct phi_store *s)
+{
+	const struct phi_store_ops *o = s->ops;
+	struct phi_store_stat st;
+	uint8_t buf[8];
+	size_t n;
+
+	if (!o->prefetch_dir)
+		return;
+	CHECK_OK(o->mkdir(s, "pf", 0700));
+	CHECK_OK(o->mkdir(s, "pf/sub", 0700));
+	CHECK_OK(o->put(s, "pf/sub/.d", "DDDD", 4));
+	o->prefetch_dir(s, "pf/sub", ".d");
+	o->prefetch_dir(s, "pf/sub", NULL);
+	o->prefetch_dir(s, "pf/missing", ".d");
+	o->prefetch_dir(s, "pf/../pf", ".d");
+	o->prefetch_dir(s, "/pf", "../x");
+	o->prefetch_dir(s, "", ".d");
+	o->prefetch_dir(s, "pf/sub", "x/../../y");
+	for (int i = 0; i < 2000; i++)
+		o->prefetch_dir(s, "pf", "sub");
+	CHECK_OK(o->get(s, "pf/sub/.d", buf, sizeof(buf), &n));
+	CHECK_EQ(n, 4);
+	CHECK_OK(o->getattr(s, "pf/sub", &st));
+	CHECK(S_ISDIR(st.mode));
+	CHECK_OK(o->unlink(s, "pf/sub/.d"));
+	CHECK_OK(o->rmdir(s, "pf/sub"));
+	CHECK_OK(o->rmdir(s, "pf"));
+	o->prefetch_dir(s, "pf/sub", ".d"); /* gone meanwhile: still harmless */
+}
+
 void store_contract_run(struct phi_store *s, const struct store_caps *caps)
 {
 	test_paths(s);
@@ -501,4 +535,5 @@ void store_contract_run(struct phi_store *s, const struct store_caps *caps)
 	test_get_put(s);
 	test_unlink_held(s);
 	test_getattr_in(s);
+	test_prefetch_dir(s);
 }
