@@ -286,7 +286,7 @@ int phi_open(const struct phi_key *k, const void *aad, size_t aad_len, const uin
 static EVP_CIPHER_CTX *siv_template(const struct phi_key *k)
 {
 	struct phi_key *mk = (struct phi_key *)k; /* the cache only; the key bytes stay const */
-	EVP_CIPHER_CTX *t = atomic_load(&mk->siv);
+	void *t = atomic_load(&mk->siv); /* void *: the header keeps OpenSSL's types out */
 	if (t)
 		return t;
 	/* 32-byte key: AES-128-SIV (RFC 5297 test vectors); 64-byte: AES-256-SIV (phifs names) */
