@@ -750,7 +750,10 @@ static void serve(struct w *w)
 				break;
 			for (size_t i = 0; i < w->nconns; i++)
 				pfd[i + 2] = (struct pollfd){ .fd = w->conns[i].fd, .events = POLLIN };
-			if (poll(pfd + 2, w->nconns, (int)((deadline - now + 999999) / 1000000)) <= 0)
+			/* ppoll: the wait is microseconds; poll's milliseconds made 200 us a whole 1 ms */
+			struct timespec left = { .tv_sec = (deadline - now) / 1000000000,
+						 .tv_nsec = (deadline - now) % 1000000000 };
+			if (ppoll(pfd + 2, w->nconns, &left, NULL) <= 0)
 				break;
 		}
 		if (w->npend)
