@@ -24,6 +24,25 @@ trap phi_cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 
+# auditd_start [ARGS...]: phifs-auditd with its log in $ALOG, exports in $AEXP, socket $ASOCK
+# and the signing key in $AK (ARGS appended); sets AUDITD_PID and returns once the writer
+# accepts a connection (a readiness wait, not a timing assertion)
+auditd_start() {
+	rm -f "$ASOCK" # a killed writer leaves its socket file behind
+	"$AUDITD" --dir "$ALOG" --export-dir "$AEXP" --socket "$ASOCK" \
+		--signing-key "$AK/phifs-audit-signing-key" "$@" 2>>"$T/auditd.log" &
+	AUDITD_PID=$!
+	python3 - "$ASOCK" <<'PY' || fail "phifs-auditd did not start"
+import socket, sys, time
+for _ in range(400):
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1]); s.close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.025)
+sys.exit(1)
+PY
+}
+
 phi_setup() { # init a store with the given patients
 	"$PHIFS_KEY" --store "$STORE" --key-file "$KEY" init >/dev/null
 	for p in "$@"; do "$PHIFS_KEY" --store "$STORE" --key-file "$KEY" add "$p" >/dev/null; done

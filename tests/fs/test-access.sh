@@ -25,22 +25,6 @@ AK=$T/ak ALOG=$T/alog AEXP=$T/aexp ASOCK=$T/audit.sock
 mkdir -p "$AK" "$AEXP"
 "$PHIFS_AUDIT" keygen --out "$AK" --name phi-audit/test >/dev/null
 AUDITD_PID=
-auditd_start() {
-	rm -f "$ASOCK" # a killed writer leaves its socket file behind
-	"$AUDITD" --dir "$ALOG" --export-dir "$AEXP" --socket "$ASOCK" \
-		--signing-key "$AK/phifs-audit-signing-key" 2>>"$T/auditd.log" &
-	AUDITD_PID=$!
-	# ready when it accepts a connection (not a timing assertion)
-	python3 - "$ASOCK" <<'PY' || fail "phifs-auditd did not start"
-import socket, sys, time
-for _ in range(400):
-    try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1]); s.close(); sys.exit(0)
-    except OSError:
-        time.sleep(0.025)
-sys.exit(1)
-PY
-}
 auditd_cleanup() { [ -z "$AUDITD_PID" ] || kill -9 "$AUDITD_PID" 2>/dev/null || true; }
 trap 'phi_cleanup_all' EXIT
 phi_cleanup_all() {

@@ -19,18 +19,7 @@ fi
 AUDITD_PID=
 trap 'phi_umount 2>/dev/null || umount -l "$MNT" 2>/dev/null || true; [ -z "$AUDITD_PID" ] || kill -9 "$AUDITD_PID" 2>/dev/null || true; umount -l "$VOL" 2>/dev/null || true; rm -rf "$T"' EXIT
 "$PHIFS_AUDIT" keygen --out "$AK" --name phi-audit/test >/dev/null
-"$AUDITD" --dir "$ALOG" --export-dir "$AEXP" --socket "$ASOCK" --reserve 262144 \
-	--signing-key "$AK/phifs-audit-signing-key" 2>>"$T/auditd.log" &
-AUDITD_PID=$!
-python3 - "$ASOCK" <<'PY' || fail "phifs-auditd did not start"
-import socket, sys, time
-for _ in range(400):  # ready when it accepts a connection (not a timing assertion)
-    try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1]); s.close(); sys.exit(0)
-    except OSError:
-        time.sleep(0.025)
-sys.exit(1)
-PY
+auditd_start --reserve 262144
 export PHIFS_AUDIT_SOCKET=$ASOCK
 phi_setup p-full-0001
 "$PHIFS_GRANT" --store "$STORE" --key-file "$KEY" add --principal user:0 --patient '*' \
