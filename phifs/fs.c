@@ -1219,15 +1219,20 @@ static void drop_alias(struct phifs *fs, struct node *d, const char *sname, uint
 	pthread_mutex_unlock(&fs->lock);
 }
 
-/* Unlink a long name's sidecar (a missing one is no error: it was an orphan's). Where the
- * store can, its storage stays held in *held, for release_held() after the reply. */
-static void unlink_side(struct phifs *fs, const char *side, struct phi_store_obj **held)
+/* Unlink a store file. Where the store can, its storage stays held in *held, for
+ * release_held() after the reply. */
+static int store_unlink(struct phifs *fs, const char *path, struct phi_store_obj **held)
 {
 	struct phi_store_stat ss;
 	if (fs->s->ops->unlink_held)
-		(void)fs->s->ops->unlink_held(fs->s, side, &ss, held);
-	else
-		(void)fs->s->ops->unlink(fs->s, side);
+		return fs->s->ops->unlink_held(fs->s, path, &ss, held);
+	return fs->s->ops->unlink(fs->s, path);
+}
+
+/* A long name's sidecar: a missing one is no error (it was an orphan's). */
+static void unlink_side(struct phifs *fs, const char *side, struct phi_store_obj **held)
+{
+	(void)store_unlink(fs, side, held);
 }
 
 static void release_held(struct phifs *fs, struct phi_store_obj *held)
@@ -1319,12 +1324,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		r = fs->s->ops->get(fs->s, idp, idbuf, sizeof(idbuf), &idlen);
 	if (r >= 0)
 		r = fs->s->ops->readdir(fs->s, t.path, rmdir_clean_fn, &sc);
-	if (r >= 0 && fs->s->ops->unlink_held) {
-		struct phi_store_stat ids;
-		r = fs->s->ops->unlink_held(fs->s, idp, &ids, &held_id);
-	} else if (r >= 0) {
-		r = fs->s->ops->unlink(fs->s, idp);
-	}
+	if (r >= 0)
+		r = store_unlink(fs, idp, &held_id);
 	if (r >= 0) {
 		r = fs->s->ops->rmdir(fs->s, t.path);
 		if (r < 0) /* something appeared meanwhile: the directory keeps its id */
@@ -1819,8 +1820,9 @@ static int handle_new(const struct phifs *fs, struct node *n, int flags, struct 
 		/* Without keep_cache the kernel drops the file's cached pages at every open. A
 		 * write-only handle reads nothing through them (its writes update the pages they
 		 * cover), and every open that can read still drops them unless pages_valid
-		 * vouches for them, so keeping them costs no freshness and spares the invalidation: 35-65 ms at the open of a 512 MiB
-		 * file read just before (tests/azure/bench.sh, the 4 KiB overwrite row). */
+		 * vouches for them, so keeping them costs no freshness and spares the
+		 * invalidation: 35-65 ms at the open of a 512 MiB file read just before
+		 * (tests/azure/bench.sh, the 4 KiB overwrite row). */
 		fi->keep_cache = 1;
 	}
 	return 0;
