@@ -640,6 +640,14 @@ int phi_audit_frame_next(struct phi_cur *c, size_t max, const uint8_t **ret_p, s
 	return 0;
 }
 
+bool phi_audit_zero_tail(const struct phi_cur *c)
+{
+	for (size_t i = c->off; i < c->len; i++)
+		if (c->p[i])
+			return false;
+	return true;
+}
+
 int phi_audit_frame_put(struct phi_buf *out, const void *p, size_t len)
 {
 	uint8_t hdr[4];
@@ -1788,6 +1796,9 @@ static bool verify_segment(int dfd, uint64_t segno, bool last, const struct phi_
 		if (!check_ckpts(s, v, n, res))
 			return false;
 	}
+	/* the writer keeps zeros written ahead of the open segment's end (zerofill.h) */
+	if (r == -EBADMSG && last && phi_audit_zero_tail(&c))
+		r = -ENODATA;
 	if (r == -EBADMSG) {
 		if (!last) {
 			vfind(res, PHI_AV_TAMPERED, "%s: malformed frame at offset %zu", name, c.off);

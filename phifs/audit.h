@@ -115,6 +115,9 @@ int phi_audit_event_valid(const struct phi_audit_event *ev);
 /* Next frame from c: 0 and the bytes (borrowed), -ENODATA at a clean end, -EBADMSG for a
  * malformed frame (c is then left at its start). */
 int phi_audit_frame_next(struct phi_cur *c, size_t max, const uint8_t **ret_p, size_t *ret_len);
+/* Whether everything left in c is zero bytes: the zeros phifs-auditd writes ahead of the
+ * open segment's end (zerofill.h), where a reader stops as at the end of the file. */
+bool phi_audit_zero_tail(const struct phi_cur *c);
 /* Append a frame to out. */
 int phi_audit_frame_put(struct phi_buf *out, const void *p, size_t len);
 void phi_audit_leaf(const uint8_t *rec, size_t len, uint8_t out[PHI_AUDIT_HASH_LEN]);

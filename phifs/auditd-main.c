@@ -3,7 +3,7 @@
  *   phifs-auditd --dir LOGDIR (--export-dir DIR | --export-url az://ACCOUNT/CONTAINER[/PREFIX]
  *                [--export-opts OPTS]) --socket PATH [--signing-key FILE]
  *                [--previous-signing-key FILE]
- *                [--segment-max BYTES] [--reserve BYTES] [--heartbeat SECONDS]
+ *                [--segment-max BYTES] [--reserve BYTES] [--prealloc BYTES] [--heartbeat SECONDS]
  *                [--batch-max N] [--batch-wait-us US] [--ckpt-ms MS] [--ckpt-records N]
  *
  * Without --signing-key the key is $CREDENTIALS_DIRECTORY/phifs-audit-signing-key.
@@ -38,6 +38,7 @@ int main(int argc, char **argv)
 		{ "previous-signing-key", required_argument, NULL, 'P' },
 		{ "segment-max", required_argument, NULL, 'm' },
 		{ "reserve", required_argument, NULL, 'r' },
+		{ "prealloc", required_argument, NULL, 'z' },
 		{ "heartbeat", required_argument, NULL, 'h' },
 		{ "batch-max", required_argument, NULL, 'b' },
 		{ "batch-wait-us", required_argument, NULL, 'w' },
@@ -61,6 +62,7 @@ int main(int argc, char **argv)
 		case 'P': prev_key = optarg; break;
 		case 'm': if (num(optarg, UINT64_MAX, &o.segment_max) < 0) return 2; break;
 		case 'r': if (num(optarg, UINT64_MAX, &o.reserve_bytes) < 0) return 2; break;
+		case 'z': if (num(optarg, 1u << 30, &o.prealloc) < 0) return 2; o.prealloc_off = o.prealloc == 0; break;
 		case 'h': if (num(optarg, 86400, &v) < 0) return 2; o.heartbeat_s = (uint32_t)v; break;
 		case 'b': if (num(optarg, 256, &v) < 0) return 2; o.batch_max = (uint32_t)v; break;
 		case 'w': if (num(optarg, 2000, &v) < 0) return 2; o.batch_wait_us = (uint32_t)v; break;
@@ -77,7 +79,7 @@ int main(int argc, char **argv)
 		fputs("usage: phifs-auditd --dir LOGDIR [--export-dir DIR] [--export-url az://ACCOUNT/CONTAINER[/PREFIX]\n"
 		      "       [--export-opts OPTS] [--export-blob-notes N]] --socket PATH [--signing-key FILE]\n"
 		      "       [--previous-signing-key FILE]\n"
-		      "       [--segment-max BYTES] [--reserve BYTES] [--heartbeat S] [--batch-max N]\n"
+		      "       [--segment-max BYTES] [--reserve BYTES] [--prealloc BYTES] [--heartbeat S] [--batch-max N]\n"
 		      "       [--batch-wait-us US] [--ckpt-ms MS] [--ckpt-records N]\n", stderr);
 		return 2;
 	}

@@ -1,8 +1,10 @@
 /* auditd.c: the audit writer. One thread: poll for requests, append every ready request as
- * one batch (one write, one fdatasync), ack, checkpoint on schedule. */
+ * one batch (one write, one fdatasync), ack, checkpoint on schedule. The open segment's
+ * appends land on zeros written ahead of them (zerofill.h). */
 #include "auditd.h"
 #include "audit-export.h"
 #include "notify.h"
+#include "zerofill.h"
 
 #include <inttypes.h>
 #include <poll.h>
@@ -54,6 +56,7 @@ struct w {
 	 * state last recorded in the log */
 	struct phi_audit_export *exp;
 	int exp_fd, exp_state;
+	struct phi_zerofill *zf; /* NULL: appends extend the file */
 	struct phi_buf out;
 	struct conn *conns;
 	size_t nconns;
@@ -74,6 +77,24 @@ static void logmsg(const char *what, int err)
 		fprintf(stderr, "phifs-auditd: %s: %s\n", what, strerror(err < 0 ? -err : err));
 	else
 		fprintf(stderr, "phifs-auditd: %s\n", what);
+}
+
+static int pwrite_all(int fd, const void *p, size_t len, uint64_t off)
+{
+	const uint8_t *b = p;
+	while (len) {
+		ssize_t n = pwrite(fd, b, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return phi_neg_errno();
+		if (n == 0)
+			return -EIO;
+		b += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
 }
 
 static int write_all(int fd, const void *p, size_t len)
@@ -163,6 +184,31 @@ static int checkpoint(struct w *w, int kind)
 
 /* ---- segments ---- */
 
+/* Have zeros written ahead of the open segment's end. Without them appends are only
+ * slower, so a failure is logged, not returned. */
+static void zf_follow(struct w *w, const char *name)
+{
+	if (!w->zf)
+		return;
+	int r = phi_zerofill_attach(w->zf, w->dfd, name, w->seg_size);
+	if (r < 0)
+		logmsg("cannot write zeros ahead of the segment; appends extend it", r);
+}
+
+/* Cut the open segment back to its data (durably when sync): after a failed batch, and
+ * before it is sealed (a sealed segment, and a stopped log, ends with its last record). */
+static int seg_cut(struct w *w, bool sync)
+{
+	char name[64];
+	phi_zerofill_detach(w->zf);
+	int r = ftruncate(w->seg_fd, (off_t)w->seg_size) < 0 || (sync && fsync(w->seg_fd) < 0)
+			? phi_neg_errno()
+			: 0;
+	if (r == 0 && !sync && phi_audit_seg_name(w->seg, name, sizeof(name)) == 0)
+		zf_follow(w, name);
+	return r;
+}
+
 static int seg_create(struct w *w, uint64_t segno)
 {
 	struct phi_audit_seghdr h = { .v = 1, .seg = segno, .first_seq = w->next_seq };
@@ -182,7 +228,8 @@ static int seg_create(struct w *w, uint64_t segno)
 		r = phi_audit_write_file(w->dfd, name, fr.p, fr.len, 0640, false);
 	if (r < 0)
 		return r;
-	int fd = openat(w->dfd, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	/* writes go to seg_size (pwrite): past it lie the zeros written ahead */
+	int fd = openat(w->dfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return phi_neg_errno();
 	phi_closep(&w->seg_fd);
@@ -190,12 +237,16 @@ static int seg_create(struct w *w, uint64_t segno)
 	w->seg = segno;
 	w->seg_size = fr.len;
 	w->seg_day = h.created_ns / DAY_NS;
+	zf_follow(w, name);
 	return 0;
 }
 
 static int rotate(struct w *w)
 {
-	int r = checkpoint(w, PHI_CK_ROTATE);
+	/* before the next segment exists: only the last one may end in zeros */
+	int r = seg_cut(w, true);
+	if (r == 0)
+		r = checkpoint(w, PHI_CK_ROTATE);
 	if (r < 0)
 		return r;
 	(void)fchmod(w->seg_fd, 0440);
@@ -214,8 +265,9 @@ static int append(struct w *w, struct phi_audit_record **recs, size_t n)
 	if (n == 0)
 		return 0;
 	if (w->need_trunc) {
-		if (ftruncate(w->seg_fd, (off_t)w->seg_size) < 0)
-			return phi_neg_errno();
+		r = seg_cut(w, false);
+		if (r < 0)
+			return r;
 		w->need_trunc = false;
 	}
 	int64_t ts = now_ns(CLOCK_REALTIME);
@@ -253,11 +305,12 @@ static int append(struct w *w, struct phi_audit_record **recs, size_t n)
 			return r;
 		/* seq and prev do not change: the chain continues across segments */
 	}
-	r = write_all(w->seg_fd, w->out.p, w->out.len);
+	phi_zerofill_claim(w->zf, w->seg_size + w->out.len);
+	r = pwrite_all(w->seg_fd, w->out.p, w->out.len, w->seg_size);
 	if (r == 0 && fdatasync(w->seg_fd) < 0)
 		r = phi_neg_errno();
 	if (r < 0) {
-		w->need_trunc = ftruncate(w->seg_fd, (off_t)w->seg_size) < 0;
+		w->need_trunc = seg_cut(w, false) < 0;
 		return r;
 	}
 	w->seg_size += w->out.len;
@@ -325,13 +378,14 @@ static int commit(struct w *w, struct phi_audit_record **recs, size_t n)
 
 /* ---- recovery ---- */
 
-/* Save the bytes after off to NAME.torn-OFF, then cut the file there. Returns a detail line. */
+/* Save the bytes [off, end) to NAME.torn-OFF, then cut the file at off (the zeros after end
+ * were written ahead, zerofill.h). Returns a detail line. */
 static int cut_tail(struct w *w, int fd, const char *name, const struct phi_buf *b, size_t off,
-		    char *detail, size_t dmax)
+		    size_t end, char *detail, size_t dmax)
 {
 	char side[128], hb[PHI_AUDIT_HASH_LEN * 2 + 1];
 	uint8_t h[PHI_AUDIT_HASH_LEN];
-	size_t len = b->len - off;
+	size_t len = end - off;
 	crypto_hash_sha256(h, b->p + off, len);
 	sodium_bin2hex(hb, sizeof(hb), h, sizeof(h));
 	snprintf(side, sizeof(side), "%s.torn-%zu", name, off);
@@ -376,18 +430,23 @@ static int recover_segment(struct w *w, uint64_t segno, char *detail, size_t dma
 		phi_audit_chain(w->head, rec->seq, leaf, w->head);
 		w->next_seq++;
 	}
-	int fd = openat(w->dfd, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	int fd = openat(w->dfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return phi_neg_errno();
 	w->seg_fd = fd;
-	if (c.off < b.len) {
-		r = cut_tail(w, fd, name, &b, c.off, detail, dmax);
+	/* zeros to the end were written ahead and are kept; anything else is a torn batch */
+	size_t end = b.len;
+	while (end > c.off && b.p[end - 1] == 0)
+		end--;
+	if (end > c.off) {
+		r = cut_tail(w, fd, name, &b, c.off, end, detail, dmax);
 		if (r < 0)
 			return r;
 	}
 	w->seg = segno;
 	w->seg_size = c.off;
 	w->seg_day = h.created_ns / DAY_NS;
+	zf_follow(w, name);
 	return 0;
 }
 
@@ -447,7 +506,7 @@ static int recover_checkpoints(struct w *w, char *detail, size_t dmax)
 		}
 	}
 	if (c.off < b.len) {
-		r = cut_tail(w, w->ck_fd, "checkpoints.log", &b, c.off, detail, dmax);
+		r = cut_tail(w, w->ck_fd, "checkpoints.log", &b, c.off, b.len, detail, dmax);
 		if (r < 0)
 			return r;
 	}
@@ -788,6 +847,11 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 		r = -ENOMEM;
 		goto out;
 	}
+	if (!o->prealloc_off) {
+		r = phi_zerofill_start(o->prealloc ? o->prealloc : 1u << 20, &w.zf);
+		if (r < 0)
+			goto out;
+	}
 	r = open_log(&w);
 	if (r < 0)
 		goto out;
@@ -818,11 +882,14 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 		flush_batch(&w);
 	if (append_self(&w, PHI_AE_AUDIT_STOP, 0, "") < 0 || checkpoint(&w, PHI_CK_STOP) < 0)
 		logmsg("writing the stop record failed", 0);
+	if (seg_cut(&w, true) < 0) /* a stopped log ends with its last record */
+		logmsg("cutting the zeros after the last record failed", 0);
 	(void)unlink(o->socket_path);
 	r = 0;
 out:
 	/* after the stop checkpoint: the exporter tries once more to append it */
 	phi_audit_export_stop(w.exp);
+	phi_zerofill_stop(w.zf);
 	phi_closep(&w.exp_fd);
 	for (size_t i = 0; i < w.nconns; i++)
 		phi_closep(&w.conns[i].fd);

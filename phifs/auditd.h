@@ -18,6 +18,9 @@ struct phi_auditd_opts {
 	const char *socket_path;  /* AF_UNIX SOCK_SEQPACKET, mode 0660 */
 	uint64_t segment_max;     /* bytes; 0: 64 MiB */
 	uint64_t reserve_bytes;   /* preallocated reserve; 0: 1 MiB */
+	uint64_t prealloc;        /* zeros kept written ahead of the open segment's end
+				   * (zerofill.h); 0: 1 MiB */
+	bool prealloc_off;        /* none: every append extends the file */
 	uint32_t batch_max;       /* records per batch; 0: 64 */
 	uint32_t batch_wait_us;   /* extra wait for more records once one is pending (<= 2000) */
 	uint32_t ckpt_ms;         /* checkpoint at most this long after a record; 0: 1000 */

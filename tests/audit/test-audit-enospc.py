@@ -14,13 +14,15 @@ if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]).retur
     sys.exit(77)
 try:
     e.log = os.path.join(mnt, 'log')
-    e.start('--reserve', '262144')
+    # 64 KiB of zeros written ahead (not the 1 MiB default): they hold ~100 records
+    # after the filler takes the rest of the volume, within the 500 tries below
+    e.start('--reserve', '262144', '--prealloc', '65536')
     ok, bad = e.load(4, 5)
     check(not bad and len(ok) == 20, 'before filling: %r' % bad[:3])
     filler = os.path.join(mnt, 'filler')
     subprocess.run(['dd', 'if=/dev/zero', 'of=' + filler, 'bs=64k'], stderr=subprocess.DEVNULL)
-    # records may still fit in the last partly used page of the segment; submit until the
-    # first refusal, after which the writer is degraded and must refuse everything
+    # records still fit in the zeros written ahead; submit until the first refusal, after
+    # which the writer is degraded and must refuse everything
     for i in range(500):
         ok, bad = e.load(1, 1, tag='fill%d-' % i)
         if bad:

@@ -18,6 +18,10 @@ try:
     segs = sorted(f for f in os.listdir(e.log) if f.startswith('seg-'))
     check(len(segs) >= 5, 'segments: %r' % segs)
     check(all(os.stat(os.path.join(e.log, s)).st_mode & 0o222 == 0 for s in segs[:-1]), 'closed segments writable')
+    # the zeros written ahead of the appends are cut when a segment is sealed, and at a
+    # clean stop: every segment ends with its last record
+    tails = [len(read_frames(os.path.join(e.log, s))[1]) for s in segs]
+    check(tails == [0] * len(segs), 'bytes after the last record: %r' % tails)
     rc, j = e.verify()
     check(rc == 0 and j['segments'] == len(segs), 'verify: %r' % j)
     notes, _ = read_frames(os.path.join(e.log, 'checkpoints.log'))

@@ -19,7 +19,7 @@ fi
 AUDITD_PID=
 trap 'phi_umount 2>/dev/null || umount -l "$MNT" 2>/dev/null || true; [ -z "$AUDITD_PID" ] || kill -9 "$AUDITD_PID" 2>/dev/null || true; umount -l "$VOL" 2>/dev/null || true; rm -rf "$T"' EXIT
 "$PHIFS_AUDIT" keygen --out "$AK" --name phi-audit/test >/dev/null
-auditd_start --reserve 262144
+auditd_start --reserve 262144 --prealloc 65536 # zeros ahead hold ~100 records, within the 500 tries
 export PHIFS_AUDIT_SOCKET=$ASOCK
 phi_setup p-full-0001
 "$PHIFS_GRANT" --store "$STORE" --key-file "$KEY" add --principal user:0 --patient '*' \
