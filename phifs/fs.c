@@ -28,6 +28,7 @@
 #include "cfile.h"
 #include "names.h"
 #include "policy.h"
+#include "workq.h"
 #include "util.h"
 
 #define NBUCKETS (1u << 16)
@@ -112,6 +113,8 @@ struct phifs {
 	size_t expired_next;
 	/* caller identities (policy.h): an open gates three or four requests of one thread */
 	struct phi_identity_cache *ids;
+	/* with audit: runs the held requests whose records are durable ("held requests") */
+	struct phi_workq *held_q;
 };
 
 /* ---- small helpers ---- */
@@ -692,6 +695,150 @@ static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
 		}                                                                     \
 	} while (0)
 
+/* ---- held requests ----
+ * An audited request that changes something (create, mkdir, symlink, mknod, link, unlink,
+ * rmdir, rename, setattr) is recorded before it is done, as before, but no FUSE thread
+ * waits for that: the request is copied, its record submitted, and once the audit client's
+ * completion thread has the writer's answer, a held_q thread does the request and answers
+ * it (or it is denied, EACCES, when the record could not be made durable: nothing was
+ * done). So an audited mount needs only the FUSE threads that decide, not one per group
+ * commit in flight (main.c: 2). Unaudited requests, and requests whose decision records
+ * nothing, run at once on the FUSE thread. */
+struct held;
+typedef void held_fn(fuse_req_t req, struct held *h);
+
+struct held {
+	struct phi_work work; /* queued on fs->held_q once every record is durable */
+	struct phifs *fs;
+	fuse_req_t req;
+	held_fn *run;
+	enum phi_op op;
+	int waiting; /* records not yet answered (atomic) */
+	int status;  /* the first failure among them (atomic) */
+	/* the request's arguments; names point into strs once held */
+	fuse_ino_t ino, ino2;
+	const char *name, *name2;
+	struct stat attr;
+	int to_set;
+	mode_t mode;
+	unsigned flags;
+	struct fuse_file_info fi;
+	char strs[];
+};
+
+static void held_run(struct phi_work *w)
+{
+	struct held *h = (struct held *)w; /* work is the first member */
+	h->run(h->req, h);
+	free(h);
+}
+
+/* One of h's records is durable (status 0) or is not (status < 0); after the last, the
+ * request is queued to be done, or denied. From the completion thread, or the submitter. */
+static void held_done(struct held *h, int status)
+{
+	int zero = 0;
+	if (status < 0)
+		(void)__atomic_compare_exchange_n(&h->status, &zero, status, false, __ATOMIC_ACQ_REL,
+						  __ATOMIC_ACQUIRE);
+	if (__atomic_sub_fetch(&h->waiting, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	int st = __atomic_load_n(&h->status, __ATOMIC_ACQUIRE);
+	if (st < 0) {
+		log_not_durable(st, h->op);
+		reply_err(h->req, -EACCES);
+		free(h);
+		return;
+	}
+	h->work.fn = held_run;
+	phi_workq_push(h->fs->held_q, &h->work);
+}
+
+static void held_recorded(void *arg, int status, uint64_t seq)
+{
+	(void)seq;
+	held_done(arg, status);
+}
+
+/* A heap copy of the arguments in a (names included), for a request answered later. */
+static struct held *held_copy(const struct held *a)
+{
+	size_t l1 = a->name ? strlen(a->name) + 1 : 0, l2 = a->name2 ? strlen(a->name2) + 1 : 0;
+	struct held *h = malloc(sizeof(*h) + l1 + l2);
+	if (!h)
+		return NULL;
+	*h = *a;
+	if (a->name)
+		h->name = memcpy(h->strs, a->name, l1);
+	if (a->name2)
+		h->name2 = memcpy(h->strs + l1, a->name2, l2);
+	return h;
+}
+
+/* The held queue, started on first use: threads made before phifs daemonizes (fork)
+ * would not exist in the daemon. 4: held requests doing store work at once; more would
+ * only wait on the same disk. NULL when the threads cannot be made. */
+static struct phi_workq *held_queue(struct phifs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (!fs->held_q && phi_workq_start(4, &fs->held_q) < 0)
+		fs->held_q = NULL;
+	struct phi_workq *q = fs->held_q;
+	pthread_mutex_unlock(&fs->lock);
+	return q;
+}
+
+/* Hold request req (arguments a) until the records ev[i] with rec[i] set are durable,
+ * then do it (a->run) on held_q; or now, when nothing is to be recorded. */
+static void hold(fuse_req_t req, struct held *a, enum phi_op op, const struct phi_audit_event *ev,
+		 const bool *rec, int nrec)
+{
+	struct phifs *fs = FS(req);
+	int n = 0, failed = 0;
+	for (int i = 0; i < nrec; i++)
+		n += rec[i];
+	if (n == 0) {
+		a->run(req, a);
+		return;
+	}
+	struct held *h = held_queue(fs) ? held_copy(a) : NULL;
+	if (!h) {
+		reply_err(req, -ENOMEM); /* nothing recorded, nothing done */
+		return;
+	}
+	h->fs = fs;
+	h->req = req;
+	h->op = op;
+	h->waiting = n;
+	h->status = 0;
+	/* after a failed submission the others are not sent: the request is denied anyway */
+	for (int i = 0; i < nrec; i++) {
+		if (!rec[i])
+			continue;
+		int r = failed ? failed : phi_audit_submit_async(fs->opts.audit, &ev[i], held_recorded, h);
+		if (r < 0) {
+			failed = r;
+			held_done(h, r);
+		}
+	}
+}
+
+/* Decide req's accesses (a2 may be NULL; a rename has two: source and target), then do
+ * it (a->run) now, or once its records are durable. */
+static void gated(fuse_req_t req, struct held *a, const struct access *a1, const struct access *a2)
+{
+	struct phifs *fs = FS(req);
+	struct phi_audit_event ev[2];
+	bool rec[2] = { false, false };
+	int r = gate_decide(req, fs, a1, &ev[0], &rec[0]);
+	if (r >= 0 && a2)
+		r = gate_decide(req, fs, a2, &ev[1], &rec[1]);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		hold(req, a, a1->op, ev, rec, 2);
+}
+
 typedef void handle_drop_fn(struct phifs *fs, uint64_t fh);
 
 /* Answer an open (or opendir) with handle fi; an open whose caller is gone (interrupted)
@@ -1064,11 +1211,8 @@ static int do_truncate(struct phifs *fs, struct node *n, uint64_t size)
 	return r;
 }
 
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-		       struct fuse_file_info *fi)
+static void do_setattr(fuse_req_t req, fuse_ino_t ino, const struct stat *attr, int to_set)
 {
-	GATE_OR_RETURN(req, PHI_OP_SETATTR, PHI_AE_SETATTR, 'U', N(FS(req), ino), NULL);
-	(void)fi;
 	struct phifs *fs = FS(req);
 	struct node *n = N(fs, ino);
 	char path[PHI_STORE_PATH_MAX];
@@ -1114,6 +1258,19 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_attr(req, &st, CACHE_S);
 }
 
+static void run_setattr(fuse_req_t req, struct held *h)
+{
+	do_setattr(req, h->ino, &h->attr, h->to_set);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct held a = { .run = run_setattr, .ino = ino, .attr = *attr, .to_set = to_set };
+	gated(req, &a, &(struct access){ PHI_OP_SETATTR, PHI_AE_SETATTR, 'U', N(FS(req), ino), NULL }, NULL);
+}
+
 /* ---- symlinks ---- */
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -1146,9 +1303,8 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_readlink(req, out);
 }
 
-static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+static void do_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -1172,11 +1328,21 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 		fuse_reply_entry(req, &e);
 }
 
+static void run_symlink(fuse_req_t req, struct held *h)
+{
+	do_symlink(req, h->name2, h->ino, h->name);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct held a = { .run = run_symlink, .ino = parent, .name = name, .name2 = link };
+	gated(req, &a, &(struct access){ PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name }, NULL);
+}
+
 /* ---- directories ---- */
 
-static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+static void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -1207,6 +1373,17 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		reply_err(req, r);
 	else
 		fuse_reply_entry(req, &e);
+}
+
+static void run_mkdir(fuse_req_t req, struct held *h)
+{
+	do_mkdir(req, h->ino, h->name, h->mode);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct held a = { .run = run_mkdir, .ino = parent, .name = name, .mode = mode };
+	gated(req, &a, &(struct access){ PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name }, NULL);
 }
 
 /* forget the alias of the entry at path (unlink, rmdir, rename over). */
@@ -1241,9 +1418,8 @@ static void release_held(struct phifs *fs, struct phi_store_obj *held)
 		(void)fs->s->ops->release(held);
 }
 
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void do_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	GATE_OR_RETURN(req, PHI_OP_UNLINK, PHI_AE_UNLINK, 'D', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	struct target t;
@@ -1268,6 +1444,17 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	/* after the reply: freeing the storage may wait for the device (see unlink_held) */
 	release_held(fs, held);
 	release_held(fs, held_side);
+}
+
+static void run_unlink(fuse_req_t req, struct held *h)
+{
+	do_unlink(req, h->ino, h->name);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct held a = { .run = run_unlink, .ino = parent, .name = name };
+	gated(req, &a, &(struct access){ PHI_OP_UNLINK, PHI_AE_UNLINK, 'D', N(FS(req), parent), name }, NULL);
 }
 
 struct rmdir_scan {
@@ -1297,9 +1484,8 @@ static int rmdir_clean_fn(void *ctx, const char *name, uint32_t type)
 	return 0;
 }
 
-static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	GATE_OR_RETURN(req, PHI_OP_UNLINK, PHI_AE_UNLINK, 'D', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent);
 	struct target t;
@@ -1339,6 +1525,17 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_err(req, r >= 0 ? 0 : r);
 	release_held(fs, held_id);
 	release_held(fs, held_side);
+}
+
+static void run_rmdir(fuse_req_t req, struct held *h)
+{
+	do_rmdir(req, h->ino, h->name);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct held a = { .run = run_rmdir, .ino = parent, .name = name };
+	gated(req, &a, &(struct access){ PHI_OP_UNLINK, PHI_AE_UNLINK, 'D', N(FS(req), parent), name }, NULL);
 }
 
 struct dirent_buf {
@@ -1640,11 +1837,9 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 /* ---- rename / link ---- */
 
-static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
-	GATE_OR_RETURN(req, PHI_OP_RENAME, PHI_AE_RENAME, 'U', N(FS(req), parent), name);
-	GATE_OR_RETURN(req, PHI_OP_RENAME, PHI_AE_RENAME, 'U', N(FS(req), newparent), newname);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent), *nd = N(fs, newparent);
 	struct target a, b;
@@ -1732,9 +1927,22 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	fuse_reply_err(req, 0);
 }
 
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+static void run_rename(fuse_req_t req, struct held *h)
 {
-	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), newparent), newname);
+	do_rename(req, h->ino, h->name, h->ino2, h->name2, h->flags);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	struct held a = { .run = run_rename, .ino = parent, .name = name, .ino2 = newparent,
+			  .name2 = newname, .flags = flags };
+	gated(req, &a, &(struct access){ PHI_OP_RENAME, PHI_AE_RENAME, 'U', N(FS(req), parent), name },
+	      &(struct access){ PHI_OP_RENAME, PHI_AE_RENAME, 'U', N(FS(req), newparent), newname });
+}
+
+static void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
 	struct phifs *fs = FS(req);
 	struct node *n = N(fs, ino), *nd = N(fs, newparent);
 	struct fuse_entry_param e;
@@ -1763,6 +1971,17 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		reply_err(req, r);
 	else
 		fuse_reply_entry(req, &e);
+}
+
+static void run_link(fuse_req_t req, struct held *h)
+{
+	do_link(req, h->ino, h->ino2, h->name);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct held a = { .run = run_link, .ino = ino, .ino2 = newparent, .name = newname };
+	gated(req, &a, &(struct access){ PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), newparent), newname }, NULL);
 }
 
 /* ---- files ---- */
@@ -1901,6 +2120,17 @@ static void file_drop(struct phifs *fs, uint64_t fh)
  * load that takes a wakeup and 3 syscalls per open off the path, and FUSE needs only a
  * few threads instead of one per waiting open. A truncating open changes the file, so its
  * record is durable first. */
+/* A truncating open whose record is durable. */
+static void run_open_trunc(fuse_req_t req, struct held *h)
+{
+	struct phifs *fs = FS(req);
+	int r = open_node(fs, N(fs, h->ino), &h->fi);
+	if (r < 0)
+		reply_err(req, r);
+	else
+		reply_open(fs, req, &h->fi, file_drop);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct phifs *fs = FS(req);
@@ -1910,12 +2140,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct phi_audit_event ev;
 	bool record;
 	int r = gate_decide(req, fs, &a, &ev, &record);
-	if (r >= 0 && record && (fi->flags & O_TRUNC)) {
-		r = gate_record(fs, a.op, &ev);
-		record = false;
-	}
 	if (r < 0) {
 		reply_err(req, r);
+		return;
+	}
+	if (record && (fi->flags & O_TRUNC)) {
+		/* it changes the file: recorded before anything is done, as a held request */
+		struct held h = { .run = run_open_trunc, .ino = ino, .fi = *fi };
+		hold(req, &h, a.op, &ev, &record, 1);
 		return;
 	}
 	r = open_node(fs, N(fs, ino), fi);
@@ -1952,10 +2184,9 @@ static int new_object(struct phifs *fs, const struct target *t, mode_t mode,
 	return 0;
 }
 
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+static void do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
-	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name);
 	struct phifs *fs = FS(req);
 	struct node *d = N(fs, parent), *n = NULL;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -2011,9 +2242,20 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	fuse_reply_create(req, &e, fi);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+static void run_create(fuse_req_t req, struct held *h)
 {
-	GATE_OR_RETURN(req, PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name);
+	do_create(req, h->ino, h->name, h->mode, &h->fi);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct held a = { .run = run_create, .ino = parent, .name = name, .mode = mode, .fi = *fi };
+	gated(req, &a, &(struct access){ PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name }, NULL);
+}
+
+static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
 	(void)rdev;
 	struct phifs *fs = FS(req);
 	if (!S_ISREG(mode)) {
@@ -2045,6 +2287,18 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		reply_err(req, r);
 	else
 		fuse_reply_entry(req, &e);
+}
+
+static void run_mknod(fuse_req_t req, struct held *h)
+{
+	do_mknod(req, h->ino, h->name, h->mode, 0);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)rdev; /* only regular files are made */
+	struct held a = { .run = run_mknod, .ino = parent, .name = name, .mode = mode };
+	gated(req, &a, &(struct access){ PHI_OP_CREATE, PHI_AE_CREATE, 'C', N(FS(req), parent), name }, NULL);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -2242,6 +2496,7 @@ void phifs_free(struct phifs *fs)
 {
 	if (!fs)
 		return;
+	phi_workq_stop(fs->held_q); /* before the nodes: a held request may still use them */
 	free_nodes(fs);
 	while (fs->patients) {
 		struct patient *p = fs->patients;
@@ -2259,4 +2514,10 @@ void phifs_free(struct phifs *fs)
 	pthread_mutex_destroy(&fs->lock);
 	phi_identity_cache_free(fs->ids);
 	free(fs);
+}
+
+void phifs_drain(struct phifs *fs)
+{
+	phi_audit_drain(fs->opts.audit);
+	phi_workq_drain(fs->held_q);
 }

@@ -39,6 +39,9 @@ struct phifs;
 int phifs_new(struct phi_store *s, struct phi_keyring *kr, const struct phifs_opts *opts,
 	      struct phifs **ret);
 void phifs_free(struct phifs *fs);
+/* Answer every request still waiting for its audit record (opens, and held requests:
+ * fs.c), while the session they belong to exists. */
+void phifs_drain(struct phifs *fs);
 const struct fuse_lowlevel_ops *phifs_ll_ops(void);
 
 #endif

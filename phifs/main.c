@@ -291,20 +291,20 @@ int main(int argc, char *argv[])
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);
 	fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads > 0 && fo.max_idle_threads <= 1024 ? fo.max_idle_threads : 10);
-	/* With audit, opens and opendirs do not wait on a FUSE thread (the audit client answers
-	 * them), so few threads serve them best: on 2 cores, 16 client threads got p99 3.4-3.6 ms
-	 * with 8 FUSE threads and 4.1-5.8 ms with 64, 64 client threads 10.8-13.9 ms and
-	 * 16-24 ms (3 runs each of tests/fs/openbench.c). Creates, unlinks, renames and setattrs still hold a thread
-	 * until their record is durable, so at most 8 of them share a group commit. A store
-	 * over the network (Azure) keeps 16: its threads wait on requests. */
+	/* With audit no FUSE thread waits for a record: opens and opendirs are answered by the
+	 * audit client's completion thread, the requests that change something by fs.c's held
+	 * queue. So the FUSE threads only decide, and few serve best: every extra one is woken
+	 * (an IPI) and preempted in turn. Audited opens from 64 client threads on 2 cores
+	 * (tests/fs/openbench.c, 3 runs): p99 5.5-6.3 ms with 2 FUSE threads, 8.9-11.1 ms
+	 * with 8. A store over the network (Azure) keeps 16: its threads wait on requests. */
 	bool local = !strcmp(s->ops->scheme, "file");
 	fuse_loop_cfg_set_max_threads(lc, c.max_threads_given && fo.max_threads > 0 && fo.max_threads <= 1024
-						  ? fo.max_threads : audit && local ? 8 : 16);
+						  ? fo.max_threads : audit && local ? 2 : 16);
 	ret = fo.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	ret = ret != 0;
-	/* opens still waiting for their records are answered (or denied) while the session
+	/* requests still waiting for their records are answered (or denied) while the session
 	 * they belong to still exists */
-	phi_audit_drain(audit);
+	phifs_drain(fs);
 	(void)phi_notify_send(notify, "STOPPING=1\nSTATUS=unmounting");
 	if (audit)
 		(void)mount_record(audit, PHI_AE_UNMOUNT, c.ro);
