@@ -1,12 +1,16 @@
-/* auditd.c: the audit writer. One thread: poll for requests, append every ready request as
- * one batch (one write, one fdatasync), ack, checkpoint on schedule. The open segment's
- * appends land on zeros written ahead of them (zerofill.h). */
+/* auditd.c: the audit writer. One thread polls for requests, appends every ready request
+ * as one batch (one write, one fdatasync) and acks. The open segment's appends land on
+ * zeros written ahead of them (zerofill.h). Scheduled checkpoints (batch, heartbeat) are
+ * signed and written by a signer thread, so that their two flushes never stall a batch;
+ * the others (start, rotate, degraded, stop) by the writer itself, at their place. */
 #include "auditd.h"
 #include "audit-export.h"
 #include "notify.h"
 #include "zerofill.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
@@ -33,6 +37,12 @@ struct pending {
 	struct phi_audit_record rec;
 };
 
+/* What a checkpoint covers: the chain after its last record. */
+struct ck_at {
+	uint64_t size, seg;
+	uint8_t head[PHI_AUDIT_HASH_LEN];
+};
+
 struct w {
 	const struct phi_auditd_opts *o;
 	const struct phi_audit_signer *signer;
@@ -44,12 +54,23 @@ struct w {
 	uint64_t seg, seg_size;
 	int64_t seg_day;
 	bool need_trunc;
-	/* checkpoints */
-	uint64_t ck_idx, ck_size, ck_good;
+	/* checkpoints: the file and the note chain, under ck_io (whoever writes a note) */
+	pthread_mutex_t ck_io;
+	uint64_t ck_idx, ck_good;
 	uint8_t ck_prev[PHI_AUDIT_HASH_LEN];
-	int64_t ck_last; /* CLOCK_MONOTONIC ns */
-	int64_t wd_last; /* CLOCK_MONOTONIC ns of the last WATCHDOG=1 */
 	bool ck_need_trunc;
+	/* the schedule, under ck_mu (short sections; the writer's loop reads it): the last
+	 * note's size and time, the chain state the last batch made durable (what the signer
+	 * signs), and the signer's request */
+	pthread_mutex_t ck_mu;
+	pthread_cond_t ck_cv;
+	uint64_t ck_size;
+	int64_t ck_last; /* CLOCK_MONOTONIC ns */
+	struct ck_at pub;
+	int ck_want;     /* kind the signer is asked for; -1: none */
+	bool ck_busy, ck_stop, ck_started;
+	pthread_t ck_thread;
+	int64_t wd_last; /* CLOCK_MONOTONIC ns of the last WATCHDOG=1 */
 	bool degraded;
 	/* checkpoint export to Azure: a thread of its own, so that the network never delays a
 	 * batch; exp_fd (eventfd) wakes the loop when its state changes, exp_state is the
@@ -131,19 +152,20 @@ static void self_event(struct phi_audit_record *rec, enum phi_audit_ev e, uint8_
 
 /* ---- checkpoints ---- */
 
-static int checkpoint(struct w *w, int kind)
+/* Sign and write a checkpoint of at (w->ck_io held). */
+static int checkpoint_at(struct w *w, int kind, const struct ck_at *at)
 {
 	struct phi_audit_ckpt ck = { 0 };
 	struct phi_buf note _cleanup_buf_, fr _cleanup_buf_;
 	phi_buf_init(&note, PHI_AUDIT_NOTE_MAX);
 	phi_buf_init(&fr, PHI_AUDIT_NOTE_MAX + 5);
 	snprintf(ck.origin, sizeof(ck.origin), "%s", w->signer->vk.name);
-	ck.size = w->next_seq - 1;
-	memcpy(ck.head, w->head, sizeof(ck.head));
+	ck.size = at->size;
+	memcpy(ck.head, at->head, sizeof(ck.head));
 	ck.idx = w->ck_idx + 1;
 	ck.ts_ns = now_ns(CLOCK_REALTIME);
 	memcpy(ck.prev, w->ck_prev, sizeof(ck.prev));
-	ck.seg = w->seg;
+	ck.seg = at->seg;
 	ck.kind = kind;
 	int r = phi_audit_ckpt_sign(&ck, w->signer, &note);
 	if (r == 0 && kind == PHI_CK_START && w->o->prev_signer)
@@ -166,8 +188,10 @@ static int checkpoint(struct w *w, int kind)
 	}
 	w->ck_good += fr.len;
 	w->ck_idx = ck.idx;
+	pthread_mutex_lock(&w->ck_mu);
 	w->ck_size = ck.size;
 	w->ck_last = now_ns(CLOCK_MONOTONIC);
+	pthread_mutex_unlock(&w->ck_mu);
 	phi_audit_note_hash(note.p, note.len, w->ck_prev);
 	if (w->exp)
 		phi_audit_export_notify(w->exp, w->ck_good, w->ck_idx);
@@ -180,6 +204,80 @@ static int checkpoint(struct w *w, int kind)
 	if (r < 0)
 		logmsg("exporting a checkpoint failed", r); /* the note stays in checkpoints.log */
 	return 0;
+}
+
+/* A checkpoint of the writer's own chain state, written now (the writer's thread: start,
+ * rotate, degraded, stop). It waits for a note the signer is writing. */
+static int checkpoint(struct w *w, int kind)
+{
+	struct ck_at at = { .size = w->next_seq - 1, .seg = w->seg };
+	memcpy(at.head, w->head, sizeof(at.head));
+	pthread_mutex_lock(&w->ck_io);
+	int r = checkpoint_at(w, kind, &at);
+	pthread_mutex_unlock(&w->ck_io);
+	return r;
+}
+
+/* After a durable batch: the chain state the signer may sign. */
+static void ck_publish(struct w *w)
+{
+	pthread_mutex_lock(&w->ck_mu);
+	w->pub.size = w->next_seq - 1;
+	w->pub.seg = w->seg;
+	memcpy(w->pub.head, w->head, sizeof(w->pub.head));
+	pthread_mutex_unlock(&w->ck_mu);
+}
+
+/* The signer: writes the scheduled checkpoints the writer's loop asks for. */
+static void *signer_thread(void *arg)
+{
+	struct w *w = arg;
+	pthread_mutex_lock(&w->ck_mu);
+	for (;;) {
+		while (w->ck_want < 0 && !w->ck_stop)
+			pthread_cond_wait(&w->ck_cv, &w->ck_mu);
+		if (w->ck_stop)
+			break;
+		int kind = w->ck_want;
+		struct ck_at at = w->pub;
+		w->ck_want = -1;
+		pthread_mutex_unlock(&w->ck_mu);
+		pthread_mutex_lock(&w->ck_io);
+		int r = checkpoint_at(w, kind, &at);
+		pthread_mutex_unlock(&w->ck_io);
+		if (r < 0)
+			logmsg("writing a checkpoint failed", r);
+		pthread_mutex_lock(&w->ck_mu);
+		if (r < 0)
+			w->ck_last = now_ns(CLOCK_MONOTONIC); /* retry on the next period, not in a loop */
+		w->ck_busy = false;
+	}
+	pthread_mutex_unlock(&w->ck_mu);
+	return NULL;
+}
+
+static int signer_start(struct w *w)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals are the writer's (its stop_fd) */
+	int r = -pthread_create(&w->ck_thread, NULL, signer_thread, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	w->ck_started = r == 0;
+	return r;
+}
+
+/* Stop the signer after the note it is writing. */
+static void signer_stop(struct w *w)
+{
+	if (!w->ck_started)
+		return;
+	pthread_mutex_lock(&w->ck_mu);
+	w->ck_stop = true;
+	pthread_cond_signal(&w->ck_cv);
+	pthread_mutex_unlock(&w->ck_mu);
+	pthread_join(w->ck_thread, NULL);
+	w->ck_started = false;
 }
 
 /* ---- segments ---- */
@@ -316,6 +414,7 @@ static int append(struct w *w, struct phi_audit_record **recs, size_t n)
 	w->seg_size += w->out.len;
 	w->next_seq += n;
 	memcpy(w->head, head, sizeof(head));
+	ck_publish(w);
 	return 0;
 }
 
@@ -698,13 +797,17 @@ static void flush_batch(struct w *w)
 	w->npend = 0;
 }
 
-static int poll_timeout(const struct w *w, int64_t now)
+static int poll_timeout(struct w *w, int64_t now)
 {
 	const struct phi_auditd_opts *o = w->o;
 	int64_t ck_ms = o->ckpt_ms ? o->ckpt_ms : 1000, hb = o->heartbeat_s ? o->heartbeat_s : 60;
+	pthread_mutex_lock(&w->ck_mu);
 	int64_t due = w->ck_last + hb * NS;
 	if (w->next_seq - 1 > w->ck_size && w->ck_last + ck_ms * 1000000 < due)
 		due = w->ck_last + ck_ms * 1000000;
+	if (w->ck_busy)
+		due = now + 5000000; /* a note in the works: look again soon, neither spin nor sleep */
+	pthread_mutex_unlock(&w->ck_mu);
 	if (w->degraded && now + NS < due)
 		due = now + NS;
 	if (o->watchdog_usec && w->wd_last + (int64_t)(o->watchdog_usec / 2) * 1000 < due)
@@ -723,17 +826,17 @@ static void maybe_checkpoint(struct w *w)
 	uint64_t nrec = o->ckpt_records ? o->ckpt_records : 1024;
 	uint64_t size = w->next_seq - 1;
 	int kind = -1;
+	pthread_mutex_lock(&w->ck_mu);
 	if (size > w->ck_size && (size - w->ck_size >= nrec || now >= w->ck_last + ck_ms * 1000000))
 		kind = PHI_CK_BATCH;
 	else if (now >= w->ck_last + hb * NS)
 		kind = PHI_CK_HEARTBEAT;
-	if (kind < 0)
-		return;
-	int r = checkpoint(w, kind);
-	if (r < 0) {
-		logmsg("writing a checkpoint failed", r);
-		w->ck_last = now; /* retry on the next period, not in a busy loop */
+	if (kind >= 0 && !w->ck_busy) {
+		w->ck_want = kind;
+		w->ck_busy = true;
+		pthread_cond_signal(&w->ck_cv);
 	}
+	pthread_mutex_unlock(&w->ck_mu);
 }
 
 /* Record a change of the Azure export's state in the log itself (the exporter thread never
@@ -831,7 +934,10 @@ static void serve(struct w *w)
 int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signer *signer)
 {
 	struct w w = { .o = o, .signer = signer, .dfd = -1, .efd = -1, .lock_fd = -1, .seg_fd = -1,
-		       .ck_fd = -1, .res_fd = -1, .lfd = -1, .exp_fd = -1 };
+		       .ck_fd = -1, .res_fd = -1, .lfd = -1, .exp_fd = -1, .ck_want = -1 };
+	pthread_mutex_init(&w.ck_io, NULL);
+	pthread_mutex_init(&w.ck_mu, NULL);
+	pthread_cond_init(&w.ck_cv, NULL);
 	size_t max = o->max_clients ? o->max_clients : 1024;
 	size_t bmax = o->batch_max ? o->batch_max : 64;
 	int r;
@@ -869,6 +975,10 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 	if (append_self(&w, PHI_AE_AUDIT_START, 0, "") < 0 || checkpoint(&w, PHI_CK_START) < 0)
 		logmsg("writing the start record failed", 0);
 	w.ck_last = now_ns(CLOCK_MONOTONIC);
+	ck_publish(&w);
+	r = signer_start(&w);
+	if (r < 0)
+		goto out;
 	r = listen_socket(o->socket_path);
 	if (r < 0)
 		goto out;
@@ -880,6 +990,7 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 	(void)phi_notify_send(o->notify_socket, "STOPPING=1\nSTATUS=stopping");
 	if (w.npend)
 		flush_batch(&w);
+	signer_stop(&w);
 	if (append_self(&w, PHI_AE_AUDIT_STOP, 0, "") < 0 || checkpoint(&w, PHI_CK_STOP) < 0)
 		logmsg("writing the stop record failed", 0);
 	if (seg_cut(&w, true) < 0) /* a stopped log ends with its last record */
@@ -887,6 +998,7 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 	(void)unlink(o->socket_path);
 	r = 0;
 out:
+	signer_stop(&w); /* an error path: no stop checkpoint */
 	/* after the stop checkpoint: the exporter tries once more to append it */
 	phi_audit_export_stop(w.exp);
 	phi_zerofill_stop(w.zf);
@@ -903,5 +1015,8 @@ out:
 	phi_closep(&w.efd);
 	phi_closep(&w.lock_fd);
 	phi_closep(&w.dfd);
+	pthread_cond_destroy(&w.ck_cv);
+	pthread_mutex_destroy(&w.ck_mu);
+	pthread_mutex_destroy(&w.ck_io);
 	return r;
 }
