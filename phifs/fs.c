@@ -2114,12 +2114,6 @@ static void file_drop(struct phifs *fs, uint64_t fh)
 	handle_drop(fs, (struct handle *)(uintptr_t)fh);
 }
 
-/* An audited open does not hold a FUSE thread while its record is made durable: the file
- * is opened (nothing is read or changed yet), the record is submitted, and the audit
- * client's completion thread answers when the group commit that holds it is done. Under
- * load that takes a wakeup and 3 syscalls per open off the path, and FUSE needs only a
- * few threads instead of one per waiting open. A truncating open changes the file, so its
- * record is durable first. */
 /* A truncating open whose record is durable. */
 static void run_open_trunc(fuse_req_t req, struct held *h)
 {
@@ -2131,6 +2125,12 @@ static void run_open_trunc(fuse_req_t req, struct held *h)
 		reply_open(fs, req, &h->fi, file_drop);
 }
 
+/* An audited open does not hold a FUSE thread while its record is made durable: the file
+ * is opened (nothing is read or changed yet), the record is submitted, and the audit
+ * client's completion thread answers when the group commit that holds it is done. Under
+ * load that takes a wakeup and 3 syscalls per open off the path, and FUSE needs only a
+ * few threads instead of one per waiting open. A truncating open changes the file, so it
+ * is a held request: recorded first, then opened (run_open_trunc). */
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct phifs *fs = FS(req);
