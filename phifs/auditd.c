@@ -239,10 +239,14 @@ static void *signer_thread(void *arg)
 		if (w->ck_stop)
 			break;
 		int kind = w->ck_want;
-		struct ck_at at = w->pub;
 		w->ck_want = -1;
 		pthread_mutex_unlock(&w->ck_mu);
+		/* the state is taken once the note's turn has come: a note the writer wrote
+		 * meanwhile (rotate, degraded) covers at most that much, so sizes never go back */
 		pthread_mutex_lock(&w->ck_io);
+		pthread_mutex_lock(&w->ck_mu);
+		struct ck_at at = w->pub;
+		pthread_mutex_unlock(&w->ck_mu);
 		int r = checkpoint_at(w, kind, &at);
 		pthread_mutex_unlock(&w->ck_io);
 		if (r < 0)
