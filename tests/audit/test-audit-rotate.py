@@ -32,6 +32,21 @@ try:
     rc, j = e.verify(log=d)
     check(rc == 1, 'middle segment removed: %r' % j)
     print('segments %d; removed middle segment: %s' % (len(segs), j['reason']))
+
+    # the signer thread writes scheduled checkpoints while the writer rotates (and writes
+    # its own rotate checkpoints): a checkpoint after every record, a rotation every few
+    # batches, 8 submitters. Every note must cover at least as much as the one before it,
+    # or verify calls the log tampered.
+    e2 = Env(keydir=e.keys)
+    e2.start('--segment-max', '8192', '--ckpt-records', '1', '--ckpt-ms', '1')
+    ok, bad = e2.load(8, 60)
+    e2.stop()
+    check(not bad, 'failures under checkpoint-per-record rotation load')
+    rc, j = e2.verify()
+    notes, _ = read_frames(os.path.join(e2.log, 'checkpoints.log'))
+    check(rc == 0, 'verify with signer notes between rotations: %r' % j)
+    print('%d notes over %d segments verify' % (len(notes), j['segments']))
+    e2.cleanup()
 finally:
     e.cleanup()
 print('PASS')
