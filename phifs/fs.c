@@ -697,7 +697,7 @@ static int gate(fuse_req_t req, struct phifs *fs, const struct access *a)
 
 /* ---- held requests ----
  * An audited request that changes something (create, mkdir, symlink, mknod, link, unlink,
- * rmdir, rename, setattr) is recorded before it is done, as before, but no FUSE thread
+ * rmdir, rename, setattr, a truncating open) is recorded before it is done, as before, but no FUSE thread
  * waits for that: the request is copied, its record submitted, and once the audit client's
  * completion thread has the writer's answer, a held_q thread does the request and answers
  * it (or it is denied, EACCES, when the record could not be made durable: nothing was
