@@ -100,6 +100,8 @@ static void logmsg(const char *what, int err)
 		fprintf(stderr, "phifs-auditd: %s\n", what);
 }
 
+#define ZF_PAGE 4096u /* the page, and ext4's block */
+
 static int pwrite_all(int fd, const void *p, size_t len, uint64_t off)
 {
 	const uint8_t *b = p;
@@ -407,8 +409,20 @@ static int append(struct w *w, struct phi_audit_record **recs, size_t n)
 			return r;
 		/* seq and prev do not change: the chain continues across segments */
 	}
-	phi_zerofill_claim(w->zf, w->seg_size + w->out.len);
-	r = pwrite_all(w->seg_fd, w->out.p, w->out.len, w->seg_size);
+	/* The zeros ahead are written with O_DIRECT, so the page cache never holds them, and an
+	 * append that ends inside such a page makes ext4 read that block from the disk first
+	 * (ext4_block_write_begin), synchronously, inside the batch: every page or two under
+	 * load. Padding the write with the zeros the file already holds, to the page's end,
+	 * covers the block whole and nothing is read. Only while zeros are kept ahead, where the
+	 * padding changes no byte of the file. */
+	uint64_t end = w->seg_size + w->out.len;
+	size_t pad = w->zf ? (size_t)(-end & (ZF_PAGE - 1)) : 0;
+	if (pad && phi_buf_reserve(&w->out, pad) < 0)
+		pad = 0;
+	if (pad)
+		memset(w->out.p + w->out.len, 0, pad);
+	phi_zerofill_claim(w->zf, end + pad);
+	r = pwrite_all(w->seg_fd, w->out.p, w->out.len + pad, w->seg_size);
 	if (r == 0 && fdatasync(w->seg_fd) < 0)
 		r = phi_neg_errno();
 	if (r < 0) {
@@ -950,7 +964,7 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 	if (o->prev_signer && (strcmp(o->prev_signer->vk.name, signer->vk.name) != 0 ||
 			       !memcmp(o->prev_signer->vk.pk, signer->vk.pk, sizeof(signer->vk.pk))))
 		return -EINVAL; /* a rotation keeps the log's name and changes the key */
-	phi_buf_init(&w.out, bmax * (PHI_AUDIT_RECORD_MAX + 5));
+	phi_buf_init(&w.out, bmax * (PHI_AUDIT_RECORD_MAX + 5) + ZF_PAGE);
 	w.conns = calloc(max, sizeof(*w.conns));
 	w.pend = calloc(bmax, sizeof(*w.pend));
 	if (!w.conns || !w.pend) {
