@@ -17,16 +17,26 @@ struct slot {
 	bool busy;
 };
 
-/* An asynchronous slot: its own connection, one request in flight at most (the writer
- * answers with MSG_DONTWAIT and drops a connection whose queue is full, so pipelining on
- * one connection could lose answers). */
-struct aslot {
-	int fd;
-	bool busy; /* a request is in flight; only the completion thread clears it */
+/* Requests in flight on one asynchronous connection. The writer answers each batch with one
+ * message per connection, so requests packed onto few connections cost the writer one send
+ * (and this client one wakeup and one recv) per batch instead of one per record. The bound
+ * keeps a connection's queued requests (and their answers) well inside the socket buffers:
+ * the writer answers with MSG_DONTWAIT and drops a connection whose queue is full. */
+#define ACONN_DEPTH 32
+
+struct inflight {
 	uint32_t id;
 	int64_t deadline; /* mono_ms */
 	phi_audit_done_fn *done;
 	void *arg;
+};
+
+/* An asynchronous connection and what is in flight on it (under c->lock). */
+struct aconn {
+	int fd;
+	bool broken; /* a send failed: shut down, the completion thread fails what is in flight */
+	unsigned n;
+	struct inflight f[ACONN_DEPTH];
 };
 
 struct completion {
@@ -46,13 +56,13 @@ struct phi_audit_client {
 	struct slot *slots;
 	/* asynchronous submissions: one completion thread waits on every async connection
 	 * (epoll) and calls each submitter's done(), so no submitting thread sleeps */
-	struct aslot *aslots;
-	size_t na, na_cap, inflight; /* na: slots in use (preconnect may lower it), of na_cap */
+	struct aconn *aconns;
+	size_t na, na_cap, inflight; /* na: connections in use (preconnect may lower it), of na_cap */
 	int ep, wake; /* epoll, eventfd */
 	bool started, stopping;
 	pthread_t thread;
 	pthread_cond_t acond; /* a slot freed, or nothing in flight any more */
-	struct completion *done; /* the completion thread's buffer, na entries */
+	struct completion *done; /* the completion thread's buffer, na_cap * ACONN_DEPTH entries */
 };
 
 int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_client_opts *o,
@@ -73,14 +83,14 @@ int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_c
 	for (size_t i = 0; i < c->n; i++)
 		c->slots[i].fd = -1;
 	c->na = c->na_cap = c->n;
-	c->aslots = calloc(c->na, sizeof(*c->aslots));
-	if (!c->aslots) {
+	c->aconns = calloc(c->na, sizeof(*c->aconns));
+	if (!c->aconns) {
 		free(c->slots);
 		free(c);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < c->na; i++)
-		c->aslots[i].fd = -1;
+		c->aconns[i].fd = -1;
 	c->ep = c->wake = -1;
 	c->sa.sun_family = AF_UNIX;
 	memcpy(c->sa.sun_path, socket_path, strlen(socket_path));
@@ -110,10 +120,10 @@ void phi_audit_client_free(struct phi_audit_client *c)
 	for (size_t i = 0; i < c->n_cap; i++)
 		phi_closep(&c->slots[i].fd);
 	for (size_t i = 0; i < c->na_cap; i++)
-		phi_closep(&c->aslots[i].fd);
+		phi_closep(&c->aconns[i].fd);
 	phi_closep(&c->ep);
 	phi_closep(&c->wake);
-	free(c->aslots);
+	free(c->aconns);
 	free(c->done);
 	pthread_cond_destroy(&c->acond);
 	pthread_cond_destroy(&c->cond);
@@ -191,10 +201,10 @@ static bool slot_stale(const struct slot *s)
 	return n != 0;
 }
 
-/* The writer's answer to request id: its status, and *ret_seq on success. */
-static int parse_reply(const uint8_t *rep, size_t m, uint32_t id, uint64_t *ret_seq)
+/* One entry of a reply message: its request id, status and *ret_seq on success. */
+static int parse_entry(const uint8_t *rep, uint32_t *ret_id, uint64_t *ret_seq)
 {
-	if (m != PHI_AUDIT_REP_LEN || memcmp(rep, PHI_AUDIT_REP_MAGIC, 4) != 0)
+	if (memcmp(rep, PHI_AUDIT_REP_MAGIC, 4) != 0)
 		return -EPROTO;
 	struct phi_cur cur = phi_cur_init(rep + 4, PHI_AUDIT_REP_LEN - 4);
 	uint32_t rid, st;
@@ -202,14 +212,28 @@ static int parse_reply(const uint8_t *rep, size_t m, uint32_t id, uint64_t *ret_
 	(void)phi_cur_u32be(&cur, &rid);
 	(void)phi_cur_u32be(&cur, &st);
 	(void)phi_cur_u64be(&cur, &seq);
-	if (rid != id)
-		return -EPROTO; /* one request in flight per connection: cannot happen */
 	int status = (int)st;
 	if (status > 0 || status < -4095)
 		return -EPROTO;
-	if (status == 0)
-		*ret_seq = seq;
+	*ret_id = rid;
+	*ret_seq = status == 0 ? seq : 0;
 	return status;
+}
+
+/* The writer's answer to request id, the only one in flight on its connection: its
+ * status, and *ret_seq on success. */
+static int parse_reply(const uint8_t *rep, size_t m, uint32_t id, uint64_t *ret_seq)
+{
+	uint32_t rid;
+	uint64_t seq;
+	if (m != PHI_AUDIT_REP_LEN)
+		return -EPROTO;
+	int r = parse_entry(rep, &rid, &seq);
+	if (r == -EPROTO || rid != id)
+		return -EPROTO; /* one request in flight per connection: cannot happen */
+	if (r == 0)
+		*ret_seq = seq;
+	return r;
 }
 
 /* Whether status is the writer's own answer, after which the connection stays good. */
@@ -303,38 +327,58 @@ int phi_audit_submit(struct phi_audit_client *c, const struct phi_audit_event *e
 
 /* ---- asynchronous submissions ---- */
 
-/* Take slot s's request out of flight (c->lock held) and queue its completion. */
-static void async_finish(struct phi_audit_client *c, struct aslot *s, int status, uint64_t seq,
-			 struct completion *out, size_t *nout)
+/* Take entry i of connection a out of flight (c->lock held) and queue its completion. */
+static void async_finish(struct phi_audit_client *c, struct aconn *a, unsigned i, int status,
+			 uint64_t seq, struct completion *out, size_t *nout)
 {
-	out[(*nout)++] = (struct completion){ s->done, s->arg, status, seq };
-	if (!writer_answer(status))
-		phi_closep(&s->fd); /* a lost or late answer must not meet the next request */
-	s->busy = false;
-	s->done = NULL;
-	s->arg = NULL;
+	out[(*nout)++] = (struct completion){ a->f[i].done, a->f[i].arg, status, seq };
+	a->f[i] = a->f[--a->n];
 	c->inflight--;
 	pthread_cond_broadcast(&c->acond);
 }
 
-/* Slot s is readable (c->lock held): its answer, or, for an idle slot, the writer closing
- * the connection (it restarted), which is dropped before anything is sent into it. */
-static void async_read(struct phi_audit_client *c, struct aslot *s, struct completion *out,
+/* Connection a is lost (c->lock held): everything in flight on it fails with status. */
+static void async_lose(struct phi_audit_client *c, struct aconn *a, int status,
+		       struct completion *out, size_t *nout)
+{
+	phi_closep(&a->fd);
+	a->broken = false;
+	while (a->n)
+		async_finish(c, a, a->n - 1, status, 0, out, nout);
+}
+
+/* Connection a is readable (c->lock held): answers, or, for an idle connection, the writer
+ * closing it (it restarted), which is dropped before anything is sent into it. An answer to
+ * no request in flight is a late one, whose request already failed by its deadline. */
+static void async_read(struct phi_audit_client *c, struct aconn *a, struct completion *out,
 		       size_t *nout)
 {
-	uint8_t rep[PHI_AUDIT_REP_LEN + 1];
-	if (s->fd < 0)
-		return;
-	ssize_t m = recv(s->fd, rep, sizeof(rep), MSG_DONTWAIT);
-	if (m < 0 && (errno == EINTR || errno == EAGAIN))
-		return;
-	if (!s->busy) {
-		phi_closep(&s->fd);
-		return;
+	uint8_t rep[(ACONN_DEPTH + 1) * PHI_AUDIT_REP_LEN];
+	while (a->fd >= 0) {
+		ssize_t m = recv(a->fd, rep, sizeof(rep), MSG_DONTWAIT);
+		if (m < 0 && errno == EINTR)
+			continue;
+		if (m < 0 && errno == EAGAIN)
+			return;
+		if (m <= 0 || (size_t)m % PHI_AUDIT_REP_LEN != 0 || (size_t)m == sizeof(rep)) {
+			async_lose(c, a, m <= 0 ? -ECONNRESET : -EPROTO, out, nout);
+			return;
+		}
+		for (size_t off = 0; off < (size_t)m; off += PHI_AUDIT_REP_LEN) {
+			uint32_t id;
+			uint64_t seq;
+			int r = parse_entry(rep + off, &id, &seq);
+			if (r == -EPROTO) {
+				async_lose(c, a, r, out, nout);
+				return;
+			}
+			for (unsigned i = 0; i < a->n; i++)
+				if (a->f[i].id == id) {
+					async_finish(c, a, i, r, seq, out, nout);
+					break;
+				}
+		}
 	}
-	uint64_t seq = 0;
-	int r = m <= 0 ? -ECONNRESET : parse_reply(rep, (size_t)m, s->id, &seq);
-	async_finish(c, s, r, seq, out, nout);
 }
 
 static void *async_thread(void *arg)
@@ -346,9 +390,10 @@ static void *async_thread(void *arg)
 		int64_t now = mono_ms(), first = -1;
 		pthread_mutex_lock(&c->lock);
 		bool stop = c->stopping;
-		for (size_t i = 0; i < c->na; i++)
-			if (c->aslots[i].busy && (first < 0 || c->aslots[i].deadline < first))
-				first = c->aslots[i].deadline;
+		for (size_t k = 0; k < c->na; k++)
+			for (unsigned i = 0; i < c->aconns[k].n; i++)
+				if (first < 0 || c->aconns[k].f[i].deadline < first)
+					first = c->aconns[k].f[i].deadline;
 		pthread_mutex_unlock(&c->lock);
 		if (stop)
 			return NULL;
@@ -366,12 +411,20 @@ static void *async_thread(void *arg)
 				}
 				continue;
 			}
-			async_read(c, &c->aslots[ev[i].data.u64], done, &nd);
+			struct aconn *a = &c->aconns[ev[i].data.u64];
+			if (a->n == 0 && a->fd >= 0) {
+				phi_closep(&a->fd); /* idle: the writer closed it */
+				a->broken = false;
+			} else
+				async_read(c, a, done, &nd);
 		}
 		now = mono_ms();
-		for (size_t i = 0; i < c->na; i++)
-			if (c->aslots[i].busy && c->aslots[i].deadline <= now)
-				async_finish(c, &c->aslots[i], -ETIMEDOUT, 0, done, &nd);
+		for (size_t k = 0; k < c->na; k++) {
+			struct aconn *a = &c->aconns[k];
+			for (unsigned i = a->n; i-- > 0;)
+				if (a->f[i].deadline <= now)
+					async_finish(c, a, i, -ETIMEDOUT, 0, done, &nd);
+		}
 		pthread_mutex_unlock(&c->lock);
 		/* outside the lock: done() answers the kernel, which may take a while */
 		for (size_t i = 0; i < nd; i++)
@@ -385,8 +438,9 @@ static int async_start(struct phi_audit_client *c)
 {
 	if (c->started)
 		return 0;
-	/* one completion per slot at most per round; made here, where failing is an answer */
-	if (!c->done && !(c->done = calloc(c->na_cap, sizeof(*c->done))))
+	/* one completion per request in flight at most per round; made here, where failing
+	 * is an answer */
+	if (!c->done && !(c->done = calloc(c->na_cap * ACONN_DEPTH, sizeof(*c->done))))
 		return -ENOMEM;
 	c->ep = epoll_create1(EPOLL_CLOEXEC);
 	c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -422,21 +476,39 @@ static void async_wake(struct phi_audit_client *c)
 	}
 }
 
-/* Connect async slot s (c->lock held) and let the completion thread watch it. */
-static int async_connect(struct phi_audit_client *c, struct aslot *s)
+/* Connect a (c->lock held) and let the completion thread watch it. */
+static int async_connect(struct phi_audit_client *c, struct aconn *a)
 {
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return phi_neg_errno();
-	struct epoll_event e = { .events = EPOLLIN, .data.u64 = (uint64_t)(s - c->aslots) };
+	struct epoll_event e = { .events = EPOLLIN, .data.u64 = (uint64_t)(a - c->aconns) };
 	if (connect(fd, (struct sockaddr *)&c->sa, sizeof(c->sa)) < 0 ||
 	    epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
 		int r = phi_neg_errno();
 		(void)close(fd);
 		return r;
 	}
-	s->fd = fd;
+	a->fd = fd;
 	return 0;
+}
+
+/* The connection for the next request (c->lock held): the first connected one with room,
+ * so that requests pack onto few connections, else one not connected yet. skip: one that
+ * just could not take a request. NULL: all full. */
+static struct aconn *async_pick(struct phi_audit_client *c, const struct aconn *skip)
+{
+	struct aconn *spare = NULL;
+	for (size_t k = 0; k < c->na; k++) {
+		struct aconn *a = &c->aconns[k];
+		if (a == skip || a->n == ACONN_DEPTH || a->broken)
+			continue;
+		if (a->fd >= 0)
+			return a;
+		if (!spare && a->n == 0)
+			spare = a;
+	}
+	return spare;
 }
 
 int phi_audit_submit_async(struct phi_audit_client *c, const struct phi_audit_event *ev,
@@ -450,41 +522,52 @@ int phi_audit_submit_async(struct phi_audit_client *c, const struct phi_audit_ev
 		return r;
 	pthread_mutex_lock(&c->lock);
 	r = c->stopping ? -ESHUTDOWN : async_start(c);
-	struct aslot *s = NULL;
-	while (r == 0) {
-		for (size_t i = 0; i < c->na; i++)
-			if (!c->aslots[i].busy && (!s || (s->fd < 0 && c->aslots[i].fd >= 0)))
-				s = &c->aslots[i];
-		if (s)
+	struct aconn *a = NULL, *skip = NULL;
+	bool sent = false;
+	/* Sent under the lock, so the completion thread sees the request in flight before its
+	 * answer can arrive. A connection the writer closed (it restarted) fails the send with
+	 * EPIPE before anything reached it, so one fresh retry is safe; the connection is shut
+	 * down, and the completion thread fails what was in flight on it (done() is only ever
+	 * called there). One whose buffer is full (EAGAIN) is skipped for this request. */
+	for (int attempt = 0; r == 0 && attempt < 3;) {
+		while (r == 0 && !(a = async_pick(c, skip)))
+			if (pthread_cond_timedwait(&c->acond, &c->lock, &ts) == ETIMEDOUT)
+				r = -ETIMEDOUT;
+		if (r < 0)
 			break;
-		if (pthread_cond_timedwait(&c->acond, &c->lock, &ts) == ETIMEDOUT)
-			r = -ETIMEDOUT;
-	}
-	/* Sent under the lock, so the completion thread sees the request in flight before
-	 * its answer can arrive. With nothing else in flight on the connection the send
-	 * never blocks. A connection the writer closed (it restarted) fails the send with
-	 * EPIPE before anything reached it, so one fresh retry is safe. */
-	for (int attempt = 0; r == 0 && attempt < 2; attempt++) {
-		bool fresh = s->fd < 0;
-		if (fresh && (r = async_connect(c, s)) < 0)
+		bool fresh = a->fd < 0;
+		if (fresh && (r = async_connect(c, a)) < 0)
 			break;
-		s->id = ++c->next_id;
-		phi_put_u32be(req.p + 4, s->id);
-		if (send(s->fd, req.p, req.len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)req.len) {
-			s->busy = true;
-			s->deadline = deadline;
-			s->done = done;
-			s->arg = arg;
+		uint32_t id = ++c->next_id;
+		phi_put_u32be(req.p + 4, id);
+		if (send(a->fd, req.p, req.len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)req.len) {
+			a->f[a->n++] = (struct inflight){ id, deadline, done, arg };
 			if (c->inflight++ == 0)
 				async_wake(c); /* the thread may be waiting without a deadline */
+			sent = true;
 			break;
 		}
+		if (errno == EAGAIN && !fresh) {
+			skip = a;
+			attempt++;
+			continue;
+		}
 		r = errno == EMSGSIZE ? -EINVAL : -ECONNRESET;
-		phi_closep(&s->fd);
-		if (fresh || r == -EINVAL)
+		if (r == -EINVAL)
+			break; /* too big for any connection; this one is fine */
+		if (a->n) {
+			a->broken = true;
+			(void)shutdown(a->fd, SHUT_RDWR);
+		} else {
+			phi_closep(&a->fd);
+		}
+		if (fresh)
 			break;
 		r = 0;
+		attempt++;
 	}
+	if (r == 0 && !sent)
+		r = -EAGAIN;
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -528,8 +611,8 @@ int phi_audit_client_preconnect(struct phi_audit_client *c, unsigned n_sync, uns
 	if (r == 0)
 		r = async_start(c);
 	for (size_t i = 0; r == 0 && i < c->na; i++)
-		if (c->aslots[i].fd < 0)
-			r = async_connect(c, &c->aslots[i]);
+		if (c->aconns[i].fd < 0)
+			r = async_connect(c, &c->aconns[i]);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }

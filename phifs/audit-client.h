@@ -1,8 +1,10 @@
 /* audit-client.h: submit audit events to phifs-auditd and wait until they are durable.
  *
  * Thread-safe: a pool of connections with one request in flight each, so concurrent callers
- * land in the same group commit. Asynchronous submissions use a second pool, watched by one
- * completion thread. Every failure means "not recorded": the caller must deny.
+ * land in the same group commit. Asynchronous submissions are pipelined, up to 32 in flight
+ * on a connection, packed onto as few connections as hold them (the writer answers a batch
+ * with one message per connection), and one completion thread watches them. Every failure
+ * means "not recorded": the caller must deny.
  *   0              the record is durable; *ret_seq is its sequence number
  *   -ENOSPC, -EIO  the writer could not make it durable (log volume full / I/O error)
  *   -EINVAL        the writer (or the local encoder) rejected the event
@@ -11,6 +13,7 @@
  *   -ECONNRESET    the writer went away with the request in flight (it may or may not be
  *                  in the log)
  *   -EPROTO        a malformed reply
+ *   -EAGAIN        (asynchronous) no connection could take the request
  */
 #ifndef PHI_AUDIT_CLIENT_H
 #define PHI_AUDIT_CLIENT_H

@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 		case 'r': if (num(optarg, UINT64_MAX, &o.reserve_bytes) < 0) return 2; break;
 		case 'z': if (num(optarg, 1u << 30, &o.prealloc) < 0) return 2; o.prealloc_off = o.prealloc == 0; break;
 		case 'h': if (num(optarg, 86400, &v) < 0) return 2; o.heartbeat_s = (uint32_t)v; break;
-		case 'b': if (num(optarg, 256, &v) < 0) return 2; o.batch_max = (uint32_t)v; break;
+		case 'b': if (num(optarg, PHI_AUDITD_BATCH_MAX, &v) < 0) return 2; o.batch_max = (uint32_t)v; break;
 		case 'w': if (num(optarg, 2000, &v) < 0) return 2; o.batch_wait_us = (uint32_t)v; break;
 		case 'c': if (num(optarg, 60000, &v) < 0) return 2; o.ckpt_ms = (uint32_t)v; break;
 		case 'n': if (num(optarg, 1u << 20, &v) < 0) return 2; o.ckpt_records = (uint32_t)v; break;

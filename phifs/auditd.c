@@ -720,18 +720,31 @@ static void conn_close(struct w *w, size_t i)
 	w->conns[i].gen++;
 }
 
-static void reply(struct w *w, size_t slot, uint32_t gen, uint32_t id, int status, uint64_t seq)
+static void rep_entry(uint8_t *m, uint32_t id, int status, uint64_t seq)
 {
-	uint8_t m[PHI_AUDIT_REP_LEN];
-	struct conn *c = &w->conns[slot];
-	if (c->fd < 0 || c->gen != gen)
-		return; /* the client went away */
 	memcpy(m, PHI_AUDIT_REP_MAGIC, 4);
 	phi_put_u32be(m + 4, id);
 	phi_put_u32be(m + 8, (uint32_t)status);
 	phi_put_u64be(m + 12, seq);
-	if (send(c->fd, m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(m))
+}
+
+/* Send one reply message of n entries to a connection; one that cannot take it loses the
+ * connection (its client then fails what it has in flight there: not recorded). */
+static void reply_send(struct w *w, size_t slot, uint32_t gen, const uint8_t *m, size_t n)
+{
+	struct conn *c = &w->conns[slot];
+	if (c->fd < 0 || c->gen != gen)
+		return; /* the client went away */
+	size_t len = n * PHI_AUDIT_REP_LEN;
+	if (send(c->fd, m, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)len)
 		conn_close(w, slot);
+}
+
+static void reply(struct w *w, size_t slot, uint32_t gen, uint32_t id, int status, uint64_t seq)
+{
+	uint8_t m[PHI_AUDIT_REP_LEN];
+	rep_entry(m, id, status, seq);
+	reply_send(w, slot, gen, m, 1);
 }
 
 static void accept_all(struct w *w)
@@ -800,9 +813,14 @@ static void read_conn(struct w *w, size_t slot, size_t batch_max)
 	}
 }
 
+/* Commit the batch, then answer it: one message per connection, holding an entry for
+ * each of its requests in the batch (a client pipelines several on one connection), so a
+ * batch costs a send and a wakeup per client connection, not per record. */
 static void flush_batch(struct w *w)
 {
-	struct phi_audit_record *recs[256];
+	struct phi_audit_record *recs[PHI_AUDITD_BATCH_MAX];
+	uint8_t m[PHI_AUDITD_BATCH_MAX * PHI_AUDIT_REP_LEN];
+	bool sent[PHI_AUDITD_BATCH_MAX] = { false };
 	size_t n = w->npend;
 	for (size_t i = 0; i < n; i++)
 		recs[i] = &w->pend[i].rec;
@@ -810,8 +828,20 @@ static void flush_batch(struct w *w)
 	int r = commit(w, recs, n);
 	if (r == 0)
 		first = w->next_seq - n; /* a "resumed" record may have come first */
-	for (size_t i = 0; i < n; i++)
-		reply(w, w->pend[i].slot, w->pend[i].gen, w->pend[i].id, r, r == 0 ? first + i : 0);
+	for (size_t i = 0; i < n; i++) {
+		if (sent[i])
+			continue;
+		const struct pending *pi = &w->pend[i];
+		size_t k = 0;
+		for (size_t j = i; j < n; j++) {
+			const struct pending *pj = &w->pend[j];
+			if (sent[j] || pj->slot != pi->slot || pj->gen != pi->gen)
+				continue;
+			rep_entry(m + k++ * PHI_AUDIT_REP_LEN, pj->id, r, r == 0 ? first + j : 0);
+			sent[j] = true;
+		}
+		reply_send(w, pi->slot, pi->gen, m, k);
+	}
 	w->npend = 0;
 }
 
@@ -959,7 +989,7 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 	size_t max = o->max_clients ? o->max_clients : 1024;
 	size_t bmax = o->batch_max ? o->batch_max : 64;
 	int r;
-	if (bmax > 256 || !o->dir || (!o->export_dir && !o->export_url) || !o->socket_path)
+	if (bmax > PHI_AUDITD_BATCH_MAX || !o->dir || (!o->export_dir && !o->export_url) || !o->socket_path)
 		return -EINVAL;
 	if (o->prev_signer && (strcmp(o->prev_signer->vk.name, signer->vk.name) != 0 ||
 			       !memcmp(o->prev_signer->vk.pk, signer->vk.pk, sizeof(signer->vk.pk))))

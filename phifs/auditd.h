@@ -21,7 +21,7 @@ struct phi_auditd_opts {
 	uint64_t prealloc;        /* zeros kept written ahead of the open segment's end
 				   * (zerofill.h); 0: 1 MiB */
 	bool prealloc_off;        /* none: every append extends the file */
-	uint32_t batch_max;       /* records per batch; 0: 64 */
+	uint32_t batch_max;       /* records per batch; 0: 64, at most PHI_AUDITD_BATCH_MAX */
 	uint32_t batch_wait_us;   /* extra wait for more records once one is pending (<= 2000) */
 	uint32_t ckpt_ms;         /* checkpoint at most this long after a record; 0: 1000 */
 	uint32_t ckpt_records;    /* ... or after this many records; 0: 1024 */
@@ -43,6 +43,7 @@ int phi_auditd_run(const struct phi_auditd_opts *o, const struct phi_audit_signe
 #define PHI_AUDIT_REQ_MAGIC "PAQ1"
 #define PHI_AUDIT_REP_MAGIC "PAR1"
 #define PHI_AUDIT_REQ_HDR 8
-#define PHI_AUDIT_REP_LEN 20
+#define PHI_AUDIT_REP_LEN 20 /* one reply entry; a reply message holds one or more */
+#define PHI_AUDITD_BATCH_MAX 256
 
 #endif

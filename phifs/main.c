@@ -256,8 +256,8 @@ int main(int argc, char *argv[])
 	if (c.run_as && audit) {
 		/* USER may not connect to the writer's socket: every connection the mount will
 		 * use is made now (a FUSE thread's synchronous records, and the opens answered
-		 * by the completion thread) */
-		r = phi_audit_client_preconnect(audit, 16, 32);
+		 * by the completion thread: 8 connections of 32 pipelined requests each) */
+		r = phi_audit_client_preconnect(audit, 16, 8);
 		if (r < 0) {
 			fprintf(stderr, "phifs: cannot connect to the audit writer: %s\n", strerror(-r));
 			(void)mount_record(audit, PHI_AE_UNMOUNT, c.ro);
