@@ -31,7 +31,7 @@ expect_fail "64 hex" --key-file "$T/junk.key"
 [ "$(snap)" = "$before" ] || fail "store modified by failed mounts"
 
 cp "$STORE/phifs.hdr" "$T/hdr.bak"
-printf 'X' | dd of="$STORE/phifs.hdr" bs=1 seek=30 conv=notrunc status=none
+python3 "$(dirname "$0")/../flip-bit.py" "$STORE/phifs.hdr" 30
 before=$(snap)
 expect_fail "does not open|corrupt" --key-file "$KEY"
 printf 'JUNK' | dd of="$STORE/phifs.hdr" bs=1 seek=0 conv=notrunc status=none
@@ -65,7 +65,7 @@ ok "mount -t fuse.phifs -o key_file="
 # tampered content reads EIO and is logged with file id and block, no names
 phi_mount
 f=$(find "$STORE/data" -type f ! -name .d | head -1)
-printf 'Z' | dd of="$f" bs=1 seek=40 conv=notrunc status=none
+python3 "$(dirname "$0")/../flip-bit.py" "$f" 40
 phi_umount; phi_mount
 if cat "$MNT/patient-alice/f" 2>/dev/null; then fail "tampered read succeeded"; fi
 grep -q "integrity failure: file [0-9a-f]\{32\} block 0" "$T/phifs.log" || fail "integrity log line"

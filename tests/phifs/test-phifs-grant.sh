@@ -105,7 +105,7 @@ if grep -rqaE 'alice-wonderland|bob-the-builder|CONSENT-77|cardiac|daemon' "$STO
 if ls "$STORE/grants" | grep -qE 'alice|bob'; then fail "patient id in a file name"; fi
 f=$(ls "$STORE"/grants/* | grep -v /all | head -1)
 cp "$f" "$T/saved"
-printf 'Z' | dd of="$f" bs=1 seek=40 conv=notrunc status=none
+python3 "$(dirname "$0")/../flip-bit.py" "$f" 40
 expect 1 "corrupt or tampered" G list
 cp "$T/saved" "$f"
 G list >/dev/null

@@ -112,7 +112,7 @@ ok "the store holds no plaintext and no patient id"
 # ---- damage is reported without PHI ----
 f=$(find "$STORE/data/$ALICE_TAG" -maxdepth 1 -type f ! -name '.*' -links 1 | head -1)
 cp "$f" "$T/orig"
-printf 'Z' | dd of="$f" bs=1 seek=5000 conv=notrunc status=none
+python3 "$(dirname "$0")/../flip-bit.py" "$f" 5000
 rc=0; K check >"$T/check" 2>"$T/checkerr" || rc=$?
 [ $rc = 1 ] || fail "check exit status on damage: $rc"
 grep -Pq "^data/$ALICE_TAG/\S+\tdamaged\tfile [0-9a-f]{32}\tblock 1$" "$T/check" || fail "damage line: $(cat "$T/check")"
@@ -125,7 +125,7 @@ ok "check reports the damaged file and block without PHI, exit 1"
 
 # ---- a corrupt key file is reported per patient ----
 cp "$STORE/keys/$BOB_TAG" "$T/bobkeys"
-printf 'Z' | dd of="$STORE/keys/$BOB_TAG" bs=1 seek=40 conv=notrunc status=none
+python3 "$(dirname "$0")/../flip-bit.py" "$STORE/keys/$BOB_TAG" 40
 rc=0; K list >"$T/list" 2>"$T/err" || rc=$?
 [ $rc = 1 ] || fail "list with a corrupt key file exited $rc"
 grep -Pqx "\-\t$BOB_TAG\t-\t-\tcorrupt" "$T/list" || fail "corrupt line: $(cat "$T/list")"
@@ -158,7 +158,7 @@ echo "not a key" >"$T/junk.key"; chmod 600 "$T/junk.key"
 expect 1 "64 hex digits" "$PK" --store "$STORE" --key-file "$T/junk.key" list
 (unset CREDENTIALS_DIRECTORY; expect 1 "CREDENTIALS_DIRECTORY" "$PK" --store "$STORE" list)
 cp "$STORE/phifs.hdr" "$T/hdr.bak"
-printf 'X' | dd of="$STORE/phifs.hdr" bs=1 seek=0 conv=notrunc status=none
+python3 "$(dirname "$0")/../flip-bit.py" "$STORE/phifs.hdr" 0
 hdr_before=$(snap)
 expect 1 "store header is corrupt" K list
 expect 1 "store header is corrupt" K add carol-singer
