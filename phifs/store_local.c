@@ -48,6 +48,11 @@ struct prefetch {
 struct local_store {
 	struct phi_store base; /* first: a struct phi_store * is a struct local_store * */
 	int dirfd;             /* O_PATH|O_DIRECTORY, immutable after open */
+	/* O_PATH|O_DIRECTORY of "data" when it existed at open, else -1; immutable after open.
+	 * "data" is made once (phifs-key init) and never renamed (docs/format.md), so a stat
+	 * of a patient's directory (every lookup of it) is one fstatat beneath it instead of
+	 * openat2, fstatat and close. */
+	int datafd;
 	bool have_openat2;     /* immutable after open */
 	struct prefetch pf;
 };
@@ -190,6 +195,10 @@ static int at_path_get(const struct local_store *ls, const char *path, bool allo
 
 	char parent[PHI_STORE_PATH_MAX];
 	size_t n = slash ? (size_t)(slash - path) : 0;
+	if (n == 4 && !memcmp(path, "data", 4) && ls->datafd >= 0 && dir_flags == O_PATH) {
+		*ret = (struct at_path){ .dfd = ls->datafd, .owned = -1, .leaf = slash + 1 };
+		return 0;
+	}
 	if (n) {
 		memcpy(parent, path, n);
 		parent[n] = 0;
@@ -880,6 +889,7 @@ static void local_close(struct phi_store *s)
 		return;
 	prefetch_stop(&ls->pf);
 	phi_closep(&ls->dirfd);
+	phi_closep(&ls->datafd);
 	free(ls);
 }
 
@@ -940,8 +950,11 @@ int phi_store_local_open(const char *root, struct phi_store **ret)
 	*ls = (struct local_store){
 		.base = { .ops = &local_ops },
 		.dirfd = TAKE_FD(dirfd),
+		.datafd = -1,
 		.have_openat2 = have_openat2,
 	};
+	int dfd = open_beneath(ls, "data", O_PATH | O_DIRECTORY, 0);
+	ls->datafd = dfd >= 0 ? dfd : -1; /* none yet (a store before init): paths as usual */
 	pthread_mutex_init(&ls->pf.lock, NULL);
 	pthread_cond_init(&ls->pf.more, NULL);
 	*ret = &ls->base;
