@@ -115,6 +115,8 @@ struct phifs {
 	struct phi_identity_cache *ids;
 	/* with audit: runs the held requests whose records are durable ("held requests") */
 	struct phi_workq *held_q;
+	/* for notifications to the kernel; NULL until phifs_set_session */
+	struct fuse_session *se;
 };
 
 /* ---- small helpers ---- */
@@ -129,7 +131,7 @@ static struct node *N(struct phifs *fs, fuse_ino_t ino)
 	return ino == FUSE_ROOT_ID ? &fs->root : (struct node *)(uintptr_t)ino;
 }
 
-static fuse_ino_t INO(struct phifs *fs, struct node *n)
+static fuse_ino_t INO(const struct phifs *fs, const struct node *n)
 {
 	return n == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
 }
@@ -2035,6 +2037,12 @@ static int handle_new(const struct phifs *fs, struct node *n, int flags, struct 
 	} else if (path && (flags & O_ACCMODE) != O_WRONLY && !(flags & O_TRUNC) &&
 		   fs->s->ops->stat_tracks_content) {
 		fi->keep_cache = pages_valid(fs, n, path);
+		/* The pages go, and so must the size the kernel caches for CACHE_S: after a
+		 * change through another mount it would cut the new content at the old size
+		 * (reads check it only past the end, and refetch it only once stale).
+		 * Attributes only (offset -1): no page is waited for, so this cannot deadlock. */
+		if (!fi->keep_cache && fs->se)
+			(void)fuse_lowlevel_notify_inval_inode(fs->se, INO(fs, n), -1, 0);
 	} else if ((flags & O_ACCMODE) == O_WRONLY && !(flags & O_TRUNC)) {
 		/* Without keep_cache the kernel drops the file's cached pages at every open. A
 		 * write-only handle reads nothing through them (its writes update the pages they
@@ -2514,6 +2522,11 @@ void phifs_free(struct phifs *fs)
 	pthread_mutex_destroy(&fs->lock);
 	phi_identity_cache_free(fs->ids);
 	free(fs);
+}
+
+void phifs_set_session(struct phifs *fs, struct fuse_session *se)
+{
+	fs->se = se;
 }
 
 void phifs_drain(struct phifs *fs)

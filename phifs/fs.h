@@ -43,5 +43,7 @@ void phifs_free(struct phifs *fs);
  * fs.c), while the session they belong to exists. */
 void phifs_drain(struct phifs *fs);
 const struct fuse_lowlevel_ops *phifs_ll_ops(void);
+/* The session serving fs, for invalidation notices to the kernel; before it serves. */
+void phifs_set_session(struct phifs *fs, struct fuse_session *se);
 
 #endif

@@ -242,6 +242,7 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, phifs_ll_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out;
+	phifs_set_session(fs, se);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	if (fuse_session_mount(se, fo.mountpoint) != 0)
