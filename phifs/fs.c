@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -88,6 +89,12 @@ struct node {
 	 * it (pages_valid); guarded by io */
 	bool pages_ok;
 	struct phi_store_stat pages;
+	/* attached after its last close ("lingering store objects"); guarded by io */
+	bool lingering;
+	/* on the linger list, which holds one ref; guarded by fs->lg_mu */
+	bool on_lg;
+	struct node *lg_prev, *lg_next;
+	int64_t lg_since;
 };
 
 struct handle {
@@ -117,6 +124,13 @@ struct phifs {
 	struct phi_workq *held_q;
 	/* for notifications to the kernel; NULL until phifs_set_session */
 	struct fuse_session *se;
+	/* files kept attached after their last close, oldest first ("lingering store objects") */
+	pthread_mutex_t lg_mu;
+	pthread_cond_t lg_cv;
+	struct node *lg_head, *lg_tail;
+	size_t lg_n;
+	bool lg_started, lg_stop;
+	pthread_t lg_thread;
 };
 
 /* ---- small helpers ---- */
@@ -147,6 +161,13 @@ static time_t mono_s(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec;
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static size_t bucket(uint64_t bino)
@@ -1186,6 +1207,7 @@ static int attach(struct phifs *fs, struct node *n, const char *path, bool trunc
 
 static void detach(struct phifs *fs, struct node *n)
 {
+	n->lingering = false;
 	phi_cfile_free(n->cf);
 	n->cf = NULL;
 	if (n->obj)
@@ -1204,6 +1226,8 @@ static int do_truncate(struct phifs *fs, struct node *n, uint64_t size)
 	if (r < 0 && !n->cf)
 		return r;
 	pthread_mutex_lock(&n->io);
+	if (n->lingering)
+		detach(fs, n); /* not checked against the store: opened afresh */
 	r = attach(fs, n, path, size == 0);
 	if (r >= 0 && size != 0)
 		r = phi_cfile_truncate(n->cf, size);
@@ -2022,8 +2046,10 @@ static bool pages_valid(const struct phifs *fs, struct node *n, const char *path
 	return same;
 }
 
+/* valid: pages_valid's answer when the caller asked it already (open_node, taking over a
+ * lingering file), else -1 */
 static int handle_new(const struct phifs *fs, struct node *n, int flags, struct fuse_file_info *fi,
-		      const char *path)
+		      const char *path, int valid)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 	if (!h)
@@ -2036,7 +2062,7 @@ static int handle_new(const struct phifs *fs, struct node *n, int flags, struct 
 		fi->keep_cache = 0;
 	} else if (path && (flags & O_ACCMODE) != O_WRONLY && !(flags & O_TRUNC) &&
 		   fs->s->ops->stat_tracks_content) {
-		fi->keep_cache = pages_valid(fs, n, path);
+		fi->keep_cache = valid >= 0 ? valid : pages_valid(fs, n, path);
 		/* The pages go, and so must the size the kernel caches for CACHE_S: after a
 		 * change through another mount it would cut the new content at the old size
 		 * (reads check it only past the end, and refetch it only once stale).
@@ -2070,6 +2096,143 @@ static void writers_add(struct phifs *fs, struct node *n, int flags, int d)
 		fs->s->ops->write_intent(n->obj, d > 0);
 }
 
+/* ---- lingering store objects ----
+ * An open of a file nobody has open costs the store's open (openat2 and fstat), the
+ * content header's read and check, and at its last close the close: at 1 thread, phifs
+ * made 24 syscalls per audited open without this and 19 with it. So a regular file stays
+ * attached (store object and content state) for -o linger_ms after its last close,
+ * LINGER_MAX files at most, and a reading open within that time takes it over when the
+ * store object is the one it was opened from, unchanged: the check (pages_valid) that lets
+ * the kernel keep its cached pages, with the stat it makes anyway. Any other open, and a
+ * truncate, drops the attachment first and opens afresh. Only on stores whose stat tracks
+ * content (the local store). A shredded key fails every open (keys_of, or the patient's
+ * lookup) and what lingers is closed by the timer: linger_ms is at most 1000, the time a
+ * running mount takes to see the shred. */
+#define LINGER_MAX 128
+
+/* May n stay attached after its last close? Under n->io. */
+static bool linger_ok(const struct phifs *fs, const struct node *n)
+{
+	return fs->opts.linger_ms && n->kind == K_REG && n->obj && n->cf && !fs->opts.direct_io &&
+	       fs->s->ops->stat_tracks_content;
+}
+
+/* An open may take over an attachment only if it reads through the kernel's cache: the
+ * opens handle_new asks pages_valid about. */
+static bool reads_cached(const struct phifs *fs, int flags)
+{
+	return !fs->opts.direct_io && (flags & O_ACCMODE) != O_WRONLY && !(flags & O_TRUNC) &&
+	       fs->s->ops->stat_tracks_content;
+}
+
+/* Take n off the list (fs->lg_mu held); the list's ref passes to the caller. */
+static void lg_unlink(struct phifs *fs, struct node *n)
+{
+	*(n->lg_prev ? &n->lg_prev->lg_next : &fs->lg_head) = n->lg_next;
+	*(n->lg_next ? &n->lg_next->lg_prev : &fs->lg_tail) = n->lg_prev;
+	n->lg_prev = n->lg_next = NULL;
+	n->on_lg = false;
+	fs->lg_n--;
+}
+
+/* n came off the list: detach it unless it was opened again, then drop the list's ref. */
+static void lg_evict(struct phifs *fs, struct node *n)
+{
+	pthread_mutex_lock(&n->io);
+	if (n->lingering && n->opens == 0)
+		detach(fs, n);
+	pthread_mutex_unlock(&n->io);
+	pthread_mutex_lock(&fs->lock);
+	node_unref(fs, n, 1);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void *lg_thread(void *arg)
+{
+	struct phifs *fs = arg;
+	pthread_mutex_lock(&fs->lg_mu);
+	while (!fs->lg_stop) {
+		struct node *n = fs->lg_head;
+		if (!n) {
+			pthread_cond_wait(&fs->lg_cv, &fs->lg_mu);
+			continue;
+		}
+		int64_t due = n->lg_since + (int64_t)fs->opts.linger_ms * 1000000;
+		if (mono_ns() < due) {
+			struct timespec ts = { .tv_sec = due / 1000000000, .tv_nsec = due % 1000000000 };
+			(void)pthread_cond_timedwait(&fs->lg_cv, &fs->lg_mu, &ts);
+			continue;
+		}
+		lg_unlink(fs, n);
+		pthread_mutex_unlock(&fs->lg_mu);
+		lg_evict(fs, n);
+		pthread_mutex_lock(&fs->lg_mu);
+	}
+	pthread_mutex_unlock(&fs->lg_mu);
+	return NULL;
+}
+
+/* n (lingering) had its last close: put it at the list's tail. 1: the list took the
+ * caller's ref to n; 0: n was listed already (moved to the tail); -1: no list (its thread
+ * cannot start). *victim: the oldest, pushed off a full list, for lg_evict. */
+static int lg_add(struct phifs *fs, struct node *n, struct node **victim)
+{
+	int r = 1;
+	*victim = NULL;
+	pthread_mutex_lock(&fs->lg_mu);
+	if (!fs->lg_started) {
+		/* started on first use: a thread made before phifs daemonizes (fork) would not
+		 * exist in the daemon */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old); /* signals belong to the FUSE threads */
+		fs->lg_started = !fs->lg_stop && pthread_create(&fs->lg_thread, NULL, lg_thread, fs) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (!fs->lg_started) {
+			pthread_mutex_unlock(&fs->lg_mu);
+			return -1;
+		}
+	}
+	if (n->on_lg) {
+		lg_unlink(fs, n);
+		r = 0; /* the list keeps its ref; the caller drops its own */
+	} else if (fs->lg_n == LINGER_MAX) {
+		*victim = fs->lg_head;
+		lg_unlink(fs, *victim);
+	}
+	n->lg_since = mono_ns();
+	n->lg_prev = fs->lg_tail;
+	*(fs->lg_tail ? &fs->lg_tail->lg_next : &fs->lg_head) = n;
+	fs->lg_tail = n;
+	n->on_lg = true;
+	if (fs->lg_n++ == 0)
+		pthread_cond_signal(&fs->lg_cv); /* the thread may wait without a deadline */
+	pthread_mutex_unlock(&fs->lg_mu);
+	return r;
+}
+
+/* Stop the thread and detach every listed file (at unmount, before the nodes go). */
+static void lg_stop(struct phifs *fs)
+{
+	pthread_mutex_lock(&fs->lg_mu);
+	fs->lg_stop = true;
+	bool started = fs->lg_started;
+	pthread_cond_signal(&fs->lg_cv);
+	pthread_mutex_unlock(&fs->lg_mu);
+	if (started)
+		pthread_join(fs->lg_thread, NULL);
+	for (;;) {
+		pthread_mutex_lock(&fs->lg_mu);
+		struct node *n = fs->lg_head;
+		if (n)
+			lg_unlink(fs, n);
+		pthread_mutex_unlock(&fs->lg_mu);
+		if (!n)
+			break;
+		lg_evict(fs, n);
+	}
+}
+
 /* open node n for handle fi (shared by open and create-of-existing) */
 static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi)
 {
@@ -2084,9 +2247,18 @@ static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&n->io);
+	int valid = -1;
+	if (n->lingering) {
+		/* taken over only by a reading open, and only if the store object is unchanged */
+		if (n->opens == 0 && reads_cached(fs, fi->flags))
+			valid = pages_valid(fs, n, path);
+		if (valid != 1)
+			detach(fs, n);
+		n->lingering = false;
+	}
 	r = attach(fs, n, path, (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY);
 	if (r >= 0)
-		r = handle_new(fs, n, fi->flags, fi, path);
+		r = handle_new(fs, n, fi->flags, fi, path, valid);
 	if (r >= 0) {
 		n->opens++;
 		writers_add(fs, n, fi->flags, 1);
@@ -2105,16 +2277,33 @@ static int open_node(struct phifs *fs, struct node *n, struct fuse_file_info *fi
 /* Drop handle h of node n (a release, or an open that is not answered after all). */
 static void handle_drop(struct phifs *fs, struct handle *h)
 {
-	struct node *n = h->n;
+	struct node *n = h->n, *victim = NULL;
+	bool linger = false;
 	pthread_mutex_lock(&n->io);
 	writers_add(fs, n, h->flags, -1);
-	if (--n->opens == 0)
-		detach(fs, n);
+	if (--n->opens == 0) {
+		linger = linger_ok(fs, n);
+		if (linger)
+			n->lingering = true;
+		else
+			detach(fs, n);
+	}
 	pthread_mutex_unlock(&n->io);
 	free(h);
-	pthread_mutex_lock(&fs->lock);
-	node_unref(fs, n, 1);
-	pthread_mutex_unlock(&fs->lock);
+	int took = linger ? lg_add(fs, n, &victim) : 0;
+	if (took < 0) {
+		pthread_mutex_lock(&n->io);
+		if (n->lingering && n->opens == 0)
+			detach(fs, n);
+		pthread_mutex_unlock(&n->io);
+	}
+	if (victim)
+		lg_evict(fs, victim);
+	if (took <= 0) {
+		pthread_mutex_lock(&fs->lock);
+		node_unref(fs, n, 1);
+		pthread_mutex_unlock(&fs->lock);
+	}
 }
 
 static void file_drop(struct phifs *fs, uint64_t fh)
@@ -2224,7 +2413,7 @@ static void do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (r >= 0)
 		r = entry_for(fs, d, &t, &e, &n);
 	if (r >= 0)
-		r = handle_new(fs, n, fi->flags, fi, NULL);
+		r = handle_new(fs, n, fi->flags, fi, NULL, -1);
 	if (r < 0) {
 		phi_cfile_free(cf);
 		if (obj)
@@ -2233,6 +2422,8 @@ static void do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	pthread_mutex_lock(&n->io);
+	if (n->lingering)
+		detach(fs, n); /* the new object replaces what lingered */
 	if (n->cf) {
 		/* an unlikely reuse of a node already open: keep its state */
 		phi_cfile_free(cf);
@@ -2479,6 +2670,12 @@ int phifs_new(struct phi_store *s, struct phi_keyring *kr, const struct phifs_op
 	fs->root.refs = 1;
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->root.io, NULL);
+	pthread_mutex_init(&fs->lg_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs->lg_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	*ret = fs;
 	return 0;
 }
@@ -2505,6 +2702,7 @@ void phifs_free(struct phifs *fs)
 	if (!fs)
 		return;
 	phi_workq_stop(fs->held_q); /* before the nodes: a held request may still use them */
+	lg_stop(fs);
 	free_nodes(fs);
 	while (fs->patients) {
 		struct patient *p = fs->patients;
@@ -2520,6 +2718,8 @@ void phifs_free(struct phifs *fs)
 		free(p);
 	}
 	pthread_mutex_destroy(&fs->lock);
+	pthread_cond_destroy(&fs->lg_cv);
+	pthread_mutex_destroy(&fs->lg_mu);
 	phi_identity_cache_free(fs->ids);
 	free(fs);
 }

@@ -23,6 +23,10 @@ struct phifs_opts {
 	/* Every open file bypasses the kernel page cache (FOPEN_DIRECT_IO), so no plaintext
 	 * page of this mount outlives the reads and writes that moved it (gpurun's mounts). */
 	bool direct_io;
+	/* A file's store object and content state stay attached this long after its last
+	 * close, for the next reading open to take over if the object is unchanged (local
+	 * store only; fs.c, "lingering store objects"). 0: closed at the last close. */
+	unsigned linger_ms;
 	const char *mountpoint; /* absolute; used to raise the kernel's readahead for the mount */
 	/* Access control (docs/grants-format.md): NULL leaves it to Unix permissions alone. */
 	struct phi_grants *grants;

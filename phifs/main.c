@@ -36,6 +36,7 @@ struct cli {
 	char *run_as;
 	int grants;
 	int direct_io;
+	int linger_ms;
 	int ro;
 	int show_help;
 	int max_threads_given;
@@ -60,6 +61,7 @@ static const struct fuse_opt cli_opts[] = {
 	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
 	{ "direct_io", offsetof(struct cli, direct_io), 1 },
+	{ "linger_ms=%d", offsetof(struct cli, linger_ms), 0 },
 	{ "--store-opts %s", offsetof(struct cli, store_opts), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("max_threads=", KEY_MAX_THREADS),
@@ -103,6 +105,8 @@ static void usage(void)
 	       "  -o audit_socket=PATH                record every access in phifs-auditd's log\n"
 	       "                                      before answering it; deny if it cannot\n"
 	       "  -o direct_io                        no page cache for file contents (plaintext)\n"
+	       "  -o linger_ms=N                      keep a file's store object open N ms (at most\n"
+	       "                                      1000, the default; 0: off) after its last close\n"
 	       "  -o run_as=USER                      once mounted, become USER with no capabilities\n"
 	       "  -o _netdev,nofail,auto,noauto       fstab-only; ignored\n"
 	       "  -o ro, -o allow_other, ...          the usual FUSE mount options\n"
@@ -143,7 +147,7 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts fo = { 0 };
-	struct cli c = { 0 };
+	struct cli c = { .linger_ms = 1000 };
 	int ret = 1, lockfd = -1;
 	struct phi_key *master = NULL;
 	struct phi_store *s = NULL;
@@ -170,6 +174,12 @@ int main(int argc, char *argv[])
 		return 2;
 	if (!c.store || !fo.mountpoint) {
 		usage();
+		ret = 2;
+		goto out;
+	}
+	if (c.linger_ms < 0 || c.linger_ms > 1000) {
+		/* no longer than a running mount takes to see a shredded key (KEY_RECHECK_S) */
+		fprintf(stderr, "phifs: -o linger_ms= takes 0 to 1000\n");
 		ret = 2;
 		goto out;
 	}
@@ -223,7 +233,8 @@ int main(int argc, char *argv[])
 				"checked by Unix permissions only and not audited\n");
 	if (r >= 0)
 		r = phifs_new(s, kr,
-			      &(struct phifs_opts){ .ro = c.ro, .direct_io = c.direct_io, .mountpoint = mp_real, .grants = grants,
+			      &(struct phifs_opts){ .ro = c.ro, .direct_io = c.direct_io,
+						    .linger_ms = (unsigned)c.linger_ms, .mountpoint = mp_real, .grants = grants,
 						    .audit = audit, .lookup_key = lookup_key },
 			      &fs);
 	if (r < 0)
