@@ -25,7 +25,7 @@
 struct phi_audit_client;
 
 struct phi_audit_client_opts {
-	unsigned pool;        /* connections; 0: 64 */
+	unsigned pool;        /* connections of each kind; 0: 64 (an asynchronous one takes 32) */
 	unsigned deadline_ms; /* per submission; 0: 500 */
 };
 

@@ -17,6 +17,17 @@ struct job {
 	const char *tag;
 };
 
+static void print_result(pthread_mutex_t *out, int r, uint64_t seq, const char *tag)
+{
+	pthread_mutex_lock(out);
+	if (r == 0)
+		printf("ok %" PRIu64 " %s\n", seq, tag);
+	else
+		printf("fail %d %s\n", -r, tag);
+	fflush(stdout);
+	pthread_mutex_unlock(out);
+}
+
 static void *run(void *arg)
 {
 	struct job *j = arg;
@@ -30,13 +41,7 @@ static void *run(void *arg)
 		snprintf(ev.actor.role, sizeof(ev.actor.role), "provider");
 		snprintf(ev.detail, sizeof(ev.detail), "%s%u-%u", j->tag, j->t, i);
 		int r = phi_audit_submit(j->c, &ev, &seq);
-		pthread_mutex_lock(j->out);
-		if (r == 0)
-			printf("ok %" PRIu64 " %s\n", seq, ev.detail);
-		else
-			printf("fail %d %s\n", -r, ev.detail);
-		fflush(stdout);
-		pthread_mutex_unlock(j->out);
+		print_result(j->out, r, seq, ev.detail);
 	}
 	return NULL;
 }
@@ -47,6 +52,7 @@ static int interactive(const char *sock)
 {
 	struct phi_audit_client_opts o = { .pool = 2, .deadline_ms = 2000 };
 	struct phi_audit_client *c;
+	pthread_mutex_t out = PTHREAD_MUTEX_INITIALIZER;
 	char line[128];
 	if (phi_audit_client_open_opts(sock, &o, &c) < 0)
 		return 1;
@@ -57,11 +63,7 @@ static int interactive(const char *sock)
 		ev.actor.pid = (uint32_t)getpid();
 		snprintf(ev.detail, sizeof(ev.detail), "%s", line);
 		int r = phi_audit_submit(c, &ev, &seq);
-		if (r == 0)
-			printf("ok %" PRIu64 " %s\n", seq, line);
-		else
-			printf("fail %d %s\n", -r, line);
-		fflush(stdout);
+		print_result(&out, r, seq, line);
 	}
 	phi_audit_client_free(c);
 	return 0;
@@ -71,17 +73,6 @@ struct adone {
 	pthread_mutex_t *out;
 	char tag[64];
 };
-
-static void print_result(pthread_mutex_t *out, int r, uint64_t seq, const char *tag)
-{
-	pthread_mutex_lock(out);
-	if (r == 0)
-		printf("ok %" PRIu64 " %s\n", seq, tag);
-	else
-		printf("fail %d %s\n", -r, tag);
-	fflush(stdout);
-	pthread_mutex_unlock(out);
-}
 
 static void on_done(void *arg, int status, uint64_t seq)
 {

@@ -80,6 +80,20 @@ class Env:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def kill_after(e, p, n, what='load'):
+    """kill -9 the writer once load process p has printed n answers (a good part of its
+    stream acknowledged); return everything p printed"""
+    lines = []
+    while len(lines) < n:
+        l = p.stdout.readline()
+        check(l, '%s ended early' % what)
+        lines.append(l)
+    e.kill9()
+    rest = p.stdout.read()  # not communicate(timeout=): it would skip what readline buffered
+    p.wait(60)
+    return ''.join(lines) + rest
+
+
 def parse_load(out):
     ok, bad = {}, []
     for l in out.splitlines():

@@ -11,14 +11,7 @@ e = Env()
 try:
     e.start()
     p = subprocess.Popen([LOAD, e.sock, '16', '400', '1000'], stdout=subprocess.PIPE, text=True)
-    lines = []
-    while len(lines) < 300:  # kill once a good part of the stream has been acknowledged
-        l = p.stdout.readline()
-        check(l, 'load ended early')
-        lines.append(l)
-    e.kill9()
-    rest = p.communicate()[0]
-    ok, bad = parse_load(''.join(lines) + rest)
+    ok, bad = parse_load(kill_after(e, p, 300))
     check(len(ok) >= 300 and bad, 'expected acks before and failures after the kill')
     # the writer keeps zeros written ahead of its appends (zerofill.h): after the kill they
     # follow the last record, and a reader takes them for the end, not for a torn tail
