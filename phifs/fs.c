@@ -61,6 +61,11 @@ struct patient {
 	struct timespec kmtime;
 	time_t checked;
 	struct node *node;
+	/* Made once and kept, under fs->lock: each is an AES-SIV encryption, and an audited
+	 * open needed all three (the policy's scope, the record's patient and path). */
+	const struct phi_pkeys *results_pk; /* the keys results is encrypted under; NULL: none */
+	char results[PHI_STORE_NAME_MAX + 1]; /* the store name of "results" (scope_of) */
+	char pseudonym[PHI_AUDIT_PSEUDO_PATIENT_MAX]; /* of the patient id; "" until made */
 };
 
 struct alias {
@@ -91,6 +96,9 @@ struct node {
 	struct phi_store_stat pages;
 	/* attached after its last close ("lingering store objects"); guarded by io */
 	bool lingering;
+	/* "store path\0pseudonym" of this node's last audit record (struct patient says
+	 * why); NULL until one; guarded by fs->lock */
+	char *pseudo_path;
 	/* on the linger list, which holds one ref; guarded by fs->lg_mu */
 	bool on_lg;
 	struct node *lg_prev, *lg_next;
@@ -204,6 +212,7 @@ static void node_unref(struct phifs *fs, struct node *n, uint64_t count)
 				node_unref(fs, n->al[i].parent, 1);
 		}
 		free(n->al);
+		free(n->pseudo_path);
 		pthread_mutex_destroy(&n->io);
 		free(n);
 		n = parent;
@@ -504,6 +513,33 @@ static void patient_of(struct phifs *fs, struct node *n, char *id, size_t size)
 	pthread_mutex_unlock(&fs->lock);
 }
 
+/* The store name of "results" in patient directory pn, made once per key set. */
+static int results_name(struct phifs *fs, struct node *pn, char out[PHI_STORE_NAME_MAX + 1])
+{
+	const struct phi_pkeys *pk;
+	struct patient *p = pn->pat;
+	int r = keys_of(fs, pn, &pk);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&fs->lock);
+	bool hit = p->results_pk == pk; /* replaced key sets stay allocated: no reuse */
+	if (hit)
+		memcpy(out, p->results, sizeof(p->results));
+	pthread_mutex_unlock(&fs->lock);
+	if (hit)
+		return 0;
+	struct target t;
+	r = resolve(fs, pn, "results", &t);
+	if (r < 0)
+		return r;
+	snprintf(out, PHI_STORE_NAME_MAX + 1, "%s", t.e.store);
+	pthread_mutex_lock(&fs->lock);
+	memcpy(p->results, out, sizeof(p->results));
+	p->results_pk = t.pk;
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
 /* The policy looks only at the first component of the path inside the patient (a job
  * writes only below results/): "" for the patient directory itself, "results" for that
  * folder, "results/-" for everything below it, "-" for anything else. Plaintext names are not kept,
@@ -525,11 +561,41 @@ static const char *scope_of(struct phifs *fs, struct node *n, const char *name)
 		}
 	}
 	pthread_mutex_unlock(&fs->lock);
-	struct target t;
-	if (!pn || resolve(fs, pn, "results", &t) < 0 || strcmp(t.e.store, top))
+	char results[PHI_STORE_NAME_MAX + 1];
+	if (!pn || results_name(fs, pn, results) < 0 || strcmp(results, top))
 		return "-";
 	/* the folder itself, or something below it (the job's write scope, policy.c) */
 	return is_top && !name ? "results" : "results/-";
+}
+
+/* The pseudonym of store path path; n: the node at that path, whose last one is kept
+ * (renames change the path, so it is kept with the path it was made of). */
+static void path_pseudonym(struct phifs *fs, struct node *n, const char *path,
+			   char out[PHI_AUDIT_PSEUDO_PATH_MAX])
+{
+	size_t len = strlen(path);
+	out[0] = 0;
+	if (n) {
+		pthread_mutex_lock(&fs->lock);
+		if (n->pseudo_path && !strcmp(n->pseudo_path, path))
+			snprintf(out, PHI_AUDIT_PSEUDO_PATH_MAX, "%s", n->pseudo_path + len + 1);
+		pthread_mutex_unlock(&fs->lock);
+		if (out[0])
+			return;
+	}
+	if (phi_audit_pseudonym(fs->opts.lookup_key, PHI_AUDIT_PATH, path, out,
+				PHI_AUDIT_PSEUDO_PATH_MAX) < 0 || !n)
+		return;
+	size_t olen = strlen(out);
+	char *c = malloc(len + 1 + olen + 1);
+	if (!c)
+		return; /* made again next time */
+	memcpy(c, path, len + 1);
+	memcpy(c + len + 1, out, olen + 1);
+	pthread_mutex_lock(&fs->lock);
+	free(n->pseudo_path);
+	n->pseudo_path = c;
+	pthread_mutex_unlock(&fs->lock);
 }
 
 static void audit_fill(struct phifs *fs, const struct access *a, const struct fuse_ctx *ctx,
@@ -553,9 +619,22 @@ static void audit_fill(struct phifs *fs, const struct access *a, const struct fu
 	}
 	snprintf(ev->actor.role, sizeof(ev->actor.role), "%s", phi_role_name(d->role));
 	snprintf(ev->actor.principal, sizeof(ev->actor.principal), "%s", d->principal);
-	if (patient[0] && fs->opts.lookup_key)
-		(void)phi_audit_pseudonym(fs->opts.lookup_key, PHI_AUDIT_PATIENT, patient,
-					  ev->obj.patient, sizeof(ev->obj.patient));
+	/* the patient's pseudonym is kept by its node's patient (patient is that patient's
+	 * id when the request is about a node), made once */
+	struct patient *p = a->n != &fs->root ? a->n->pat : NULL;
+	if (patient[0] && fs->opts.lookup_key) {
+		pthread_mutex_lock(&fs->lock);
+		if (p)
+			memcpy(ev->obj.patient, p->pseudonym, sizeof(p->pseudonym));
+		pthread_mutex_unlock(&fs->lock);
+		if (!ev->obj.patient[0] &&
+		    phi_audit_pseudonym(fs->opts.lookup_key, PHI_AUDIT_PATIENT, patient,
+					ev->obj.patient, sizeof(ev->obj.patient)) == 0 && p) {
+			pthread_mutex_lock(&fs->lock);
+			memcpy(p->pseudonym, ev->obj.patient, sizeof(p->pseudonym));
+			pthread_mutex_unlock(&fs->lock);
+		}
+	}
 	/* the path as store names (never plaintext), pseudonymised as well */
 	int r = -ENOENT;
 	if (a->n != &fs->root && a->name) {
@@ -566,8 +645,7 @@ static void audit_fill(struct phifs *fs, const struct access *a, const struct fu
 		r = node_path(fs, a->n, path, sizeof(path));
 	}
 	if (r >= 0 && fs->opts.lookup_key)
-		(void)phi_audit_pseudonym(fs->opts.lookup_key, PHI_AUDIT_PATH, path, ev->obj.path,
-					  sizeof(ev->obj.path));
+		path_pseudonym(fs, a->name ? NULL : a->n, path, ev->obj.path);
 	snprintf(ev->why.purpose, sizeof(ev->why.purpose), "%s", phi_purpose_name(d->purpose));
 	snprintf(ev->why.grant, sizeof(ev->why.grant), "%s", d->grant_id);
 	ev->why.grant_exp_ns = (int64_t)d->grant_expiry * 1000000000;
@@ -2689,6 +2767,7 @@ static void free_nodes(struct phifs *fs)
 			if (n->kind != K_PATIENT) {
 				detach(fs, n);
 				free(n->al);
+				free(n->pseudo_path);
 				pthread_mutex_destroy(&n->io);
 				free(n);
 			}
@@ -2712,6 +2791,7 @@ void phifs_free(struct phifs *fs)
 			phi_pkeys_free(p->old[i]);
 		free(p->old);
 		if (p->node) {
+			free(p->node->pseudo_path);
 			pthread_mutex_destroy(&p->node->io);
 			free(p->node);
 		}

@@ -115,7 +115,36 @@ done
 [ -d "$P/again" ] || fail "writer back, mkdir still refused"
 ok "writer back: changes served again"
 
+# the path pseudonym of an open names the path opened, also after a rename (fs.c keeps a
+# node's last pseudonym with the store path it was made of)
+ps_pid=$(python3 - "$P" <<'PY'
+import os, sys
+d = sys.argv[1]
+os.close(os.open(os.path.join(d, 'ps-a'), os.O_WRONLY | os.O_CREAT, 0o600))
+for _ in range(2):
+    os.close(os.open(os.path.join(d, 'ps-a'), os.O_RDONLY))
+os.rename(os.path.join(d, 'ps-a'), os.path.join(d, 'ps-b'))
+os.close(os.open(os.path.join(d, 'ps-b'), os.O_RDONLY))
+print(os.getpid())
+PY
+) || fail "opens and a rename"
+
 phi_umount
+"$PHIFS_AUDIT" lookup-key --key-file "$KEY" --out "$T/lookup.key" >/dev/null
+"$PHIFS_AUDIT" query --dir "$ALOG" --format json >"$T/ps.json"
+python3 - "$T/ps.json" "$ps_pid" "$PHIFS_AUDIT" "$T/lookup.key" "$STORE" <<'PY' || fail "path pseudonyms"
+import json, os, subprocess, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+pid, pa, lk, store = int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+ps = [r['obj']['path'] for r in recs if r.get('actor', {}).get('pid') == pid and r['event'] == 'open']
+if len(ps) != 3 or ps[0] != ps[1] or ps[1] == ps[2]:
+    sys.exit('open path pseudonyms (twice ps-a, then ps-b): %r' % ps)
+path = [subprocess.run([pa, 'resolve', '--lookup-key', lk, p], stdout=subprocess.PIPE, text=True,
+                       check=True).stdout.strip() for p in (ps[0], ps[2])]
+if os.path.exists(os.path.join(store, path[0])) or not os.path.isfile(os.path.join(store, path[1])):
+    sys.exit('resolved store paths %r: the first is gone after the rename, the second is there' % path)
+PY
+ok "path pseudonyms: the same for the same path, the new path's after a rename"
 kill -TERM "$AUDITD_PID"
 wait "$AUDITD_PID" || fail "phifs-auditd stop"
 AUDITD_PID=
