@@ -385,6 +385,13 @@ static int patient_get(struct phifs *fs, const char *id, struct patient **ret)
 	int r = phi_patient_valid(id);
 	if (r < 0)
 		return -ENOENT;
+	/* a known patient by its id: the tag (a keyed hash, every lookup of a patient
+	 * directory) is a function of it */
+	for (struct patient *p = fs->patients; p; p = p->next)
+		if (p->pk && !strcmp(p->pk->id, id)) {
+			*ret = p;
+			return 0;
+		}
 	r = phi_patient_tag(fs->kr, id, tag);
 	if (r < 0)
 		return r;
