@@ -26,12 +26,16 @@ struct slot {
 
 struct inflight {
 	uint32_t id;
+	bool late; /* failed at its deadline (done() called); kept until its answer comes */
 	int64_t deadline; /* mono_ms */
 	phi_audit_done_fn *done;
 	void *arg;
 };
 
-/* An asynchronous connection and what is in flight on it (under c->lock). */
+/* An asynchronous connection and what is in flight on it (under c->lock). A request
+ * that missed its deadline keeps its place until the writer answers it (or the connection
+ * goes): the writer still holds it, so a connection never has more than ACONN_DEPTH
+ * requests at the writer, nor an answer message with more entries. */
 struct aconn {
 	int fd;
 	bool broken; /* a send failed: shut down, the completion thread fails what is in flight */
@@ -327,12 +331,26 @@ int phi_audit_submit(struct phi_audit_client *c, const struct phi_audit_event *e
 
 /* ---- asynchronous submissions ---- */
 
-/* Take entry i of connection a out of flight (c->lock held) and queue its completion. */
+/* Entry i of connection a is answered (or lost with it): queue its completion unless it
+ * had one at its deadline, and free its place (c->lock held). */
 static void async_finish(struct phi_audit_client *c, struct aconn *a, unsigned i, int status,
 			 uint64_t seq, struct completion *out, size_t *nout)
 {
-	out[(*nout)++] = (struct completion){ a->f[i].done, a->f[i].arg, status, seq };
+	if (!a->f[i].late) {
+		out[(*nout)++] = (struct completion){ a->f[i].done, a->f[i].arg, status, seq };
+		c->inflight--;
+	}
 	a->f[i] = a->f[--a->n];
+	pthread_cond_broadcast(&c->acond);
+}
+
+/* Entry i missed its deadline: its submitter hears -ETIMEDOUT now; its place stays taken
+ * until the writer's answer (c->lock held). */
+static void async_late(struct phi_audit_client *c, struct aconn *a, unsigned i,
+		       struct completion *out, size_t *nout)
+{
+	out[(*nout)++] = (struct completion){ a->f[i].done, a->f[i].arg, -ETIMEDOUT, 0 };
+	a->f[i].late = true;
 	c->inflight--;
 	pthread_cond_broadcast(&c->acond);
 }
@@ -347,13 +365,12 @@ static void async_lose(struct phi_audit_client *c, struct aconn *a, int status,
 		async_finish(c, a, a->n - 1, status, 0, out, nout);
 }
 
-/* Connection a is readable (c->lock held): answers, or, for an idle connection, the writer
- * closing it (it restarted), which is dropped before anything is sent into it. An answer to
- * no request in flight is a late one, whose request already failed by its deadline. */
+/* Connection a is readable (c->lock held): answers, or the writer closing it. An answer
+ * matching no request in flight is ignored. */
 static void async_read(struct phi_audit_client *c, struct aconn *a, struct completion *out,
 		       size_t *nout)
 {
-	uint8_t rep[(ACONN_DEPTH + 1) * PHI_AUDIT_REP_LEN];
+	uint8_t rep[(PHI_AUDITD_BATCH_MAX + 1) * PHI_AUDIT_REP_LEN];
 	while (a->fd >= 0) {
 		ssize_t m = recv(a->fd, rep, sizeof(rep), MSG_DONTWAIT);
 		if (m < 0 && errno == EINTR)
@@ -392,7 +409,8 @@ static void *async_thread(void *arg)
 		bool stop = c->stopping;
 		for (size_t k = 0; k < c->na; k++)
 			for (unsigned i = 0; i < c->aconns[k].n; i++)
-				if (first < 0 || c->aconns[k].f[i].deadline < first)
+				if (!c->aconns[k].f[i].late &&
+				    (first < 0 || c->aconns[k].f[i].deadline < first))
 					first = c->aconns[k].f[i].deadline;
 		pthread_mutex_unlock(&c->lock);
 		if (stop)
@@ -421,9 +439,9 @@ static void *async_thread(void *arg)
 		now = mono_ms();
 		for (size_t k = 0; k < c->na; k++) {
 			struct aconn *a = &c->aconns[k];
-			for (unsigned i = a->n; i-- > 0;)
-				if (a->f[i].deadline <= now)
-					async_finish(c, a, i, -ETIMEDOUT, 0, done, &nd);
+			for (unsigned i = 0; i < a->n; i++)
+				if (!a->f[i].late && a->f[i].deadline <= now)
+					async_late(c, a, i, done, &nd);
 		}
 		pthread_mutex_unlock(&c->lock);
 		/* outside the lock: done() answers the kernel, which may take a while */
@@ -541,7 +559,8 @@ int phi_audit_submit_async(struct phi_audit_client *c, const struct phi_audit_ev
 		uint32_t id = ++c->next_id;
 		phi_put_u32be(req.p + 4, id);
 		if (send(a->fd, req.p, req.len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)req.len) {
-			a->f[a->n++] = (struct inflight){ id, deadline, done, arg };
+			a->f[a->n++] = (struct inflight){ .id = id, .deadline = deadline, .done = done,
+							  .arg = arg };
 			if (c->inflight++ == 0)
 				async_wake(c); /* the thread may be waiting without a deadline */
 			sent = true;

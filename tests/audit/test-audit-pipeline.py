@@ -7,8 +7,12 @@ per connection per batch.
      connection) are each answered once, with distinct sequence numbers, all in the log.
   3. kill -9 of the writer in the middle of a stream of 3000 asynchronous submissions: every
      submission is answered exactly once (none hangs past its deadline), and after a restart
-     every acknowledged one is in the log, which verifies."""
-import os, re, socket, struct, subprocess, sys
+     every acknowledged one is in the log, which verifies.
+  4. The writer stopped (SIGSTOP) for 1 s in the middle of such a stream: what was in flight
+     fails with ETIMEDOUT at its deadline and nothing else fails (its late answers, and the
+     writer's backlog, must not cost other requests: no EPROTO, no ECONNRESET); once it
+     runs again the stream goes on and everything acknowledged is in the log."""
+import errno, os, re, signal, socket, struct, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from auditlib import *
 
@@ -84,6 +88,30 @@ try:
     for tag, seq in list(ok.items()) + list(ok2.items()):
         check(by_tag.get(tag) == seq, 'acknowledged %s (seq %d) is not in the log' % (tag, seq))
     print('kill -9 in a pipelined stream: %d acknowledged (all in the log), %d failed' % (len(ok2), len(bad2)))
+
+    # ---- 4. the writer stopped past the deadline with requests in flight
+    e.start()
+    p = async_load(e, 3000, 300, 's')
+    lines = [p.stdout.readline() for _ in range(300)]
+    check(all(lines), 'stop load ended early')
+    os.kill(e.proc.pid, signal.SIGSTOP)
+    time.sleep(1)
+    os.kill(e.proc.pid, signal.SIGCONT)
+    out = ''.join(lines) + p.stdout.read()
+    p.wait(60)
+    answered_once(out, 3000, 's')
+    ok3, bad3 = parse_load(out)
+    errs = sorted({x for x, _ in bad3})
+    check(bad3 and errs == [errno.ETIMEDOUT], 'while stopped: failures %r (want ETIMEDOUT only)' % errs)
+    last_bad = max(int(t.split('-')[1]) for _, t in bad3)
+    check(any(int(t.split('-')[1]) > last_bad for t in ok3), 'nothing acknowledged after the stop')
+    e.stop()
+    rc, j = e.verify()
+    check(rc == 0, 'verify after the stop: %r' % j)
+    by_tag = {r['detail']: r['seq'] for r in e.records() if r['event'] == 'open'}
+    for tag, seq in ok3.items():
+        check(by_tag.get(tag) == seq, 'acknowledged %s (seq %d) is not in the log' % (tag, seq))
+    print('writer stopped 1 s: %d acknowledged, %d timed out, nothing else failed' % (len(ok3), len(bad3)))
 finally:
     e.cleanup()
 print('PASS')
