@@ -3,7 +3,6 @@
 
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -11,6 +10,7 @@
 #include <time.h>
 
 #include "auditd.h"
+#include "thread.h"
 
 struct slot {
 	int fd;
@@ -99,12 +99,8 @@ int phi_audit_client_open_opts(const char *socket_path, const struct phi_audit_c
 	c->sa.sun_family = AF_UNIX;
 	memcpy(c->sa.sun_path, socket_path, strlen(socket_path));
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->cond, &ca);
-	pthread_cond_init(&c->acond, &ca);
-	pthread_condattr_destroy(&ca);
+	phi_cond_init_mono(&c->cond);
+	phi_cond_init_mono(&c->acond);
 	*ret = c;
 	return 0;
 }
@@ -467,14 +463,9 @@ static int async_start(struct phi_audit_client *c)
 	struct epoll_event e = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
 	if (epoll_ctl(c->ep, EPOLL_CTL_ADD, c->wake, &e) < 0)
 		goto fail;
-	sigset_t all, old;
-	sigfillset(&all);
-	/* signals go to the FUSE threads and main, never to this one */
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	int r = pthread_create(&c->thread, NULL, async_thread, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r) {
-		errno = r;
+	int r = phi_thread_start(&c->thread, async_thread, c);
+	if (r < 0) {
+		errno = -r;
 		goto fail;
 	}
 	c->started = true;

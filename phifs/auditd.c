@@ -7,10 +7,10 @@
 #include "audit-export.h"
 #include "notify.h"
 #include "zerofill.h"
+#include "thread.h"
 
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
@@ -264,11 +264,7 @@ static void *signer_thread(void *arg)
 
 static int signer_start(struct w *w)
 {
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals are the writer's (its stop_fd) */
-	int r = -pthread_create(&w->ck_thread, NULL, signer_thread, w);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	int r = phi_thread_start(&w->ck_thread, signer_thread, w);
 	w->ck_started = r == 0;
 	return r;
 }

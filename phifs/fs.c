@@ -16,7 +16,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,6 +28,7 @@
 #include "cfile.h"
 #include "names.h"
 #include "policy.h"
+#include "thread.h"
 #include "workq.h"
 #include "util.h"
 
@@ -2268,11 +2268,7 @@ static int lg_add(struct phifs *fs, struct node *n, struct node **victim)
 	if (!fs->lg_started) {
 		/* started on first use: a thread made before phifs daemonizes (fork) would not
 		 * exist in the daemon */
-		sigset_t all, old;
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &old); /* signals belong to the FUSE threads */
-		fs->lg_started = !fs->lg_stop && pthread_create(&fs->lg_thread, NULL, lg_thread, fs) == 0;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		fs->lg_started = !fs->lg_stop && phi_thread_start(&fs->lg_thread, lg_thread, fs) == 0;
 		if (!fs->lg_started) {
 			pthread_mutex_unlock(&fs->lg_mu);
 			return -1;
@@ -2756,11 +2752,7 @@ int phifs_new(struct phi_store *s, struct phi_keyring *kr, const struct phifs_op
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->root.io, NULL);
 	pthread_mutex_init(&fs->lg_mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&fs->lg_cv, &ca);
-	pthread_condattr_destroy(&ca);
+	phi_cond_init_mono(&fs->lg_cv);
 	*ret = fs;
 	return 0;
 }

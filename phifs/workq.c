@@ -1,8 +1,8 @@
 /* workq.c: a fixed pool of threads running queued items (workq.h). */
 #include "workq.h"
+#include "thread.h"
 
 #include <pthread.h>
-#include <signal.h>
 
 #include "util.h"
 
@@ -63,14 +63,9 @@ int phi_workq_start(unsigned nthreads, struct phi_workq **ret)
 	pthread_cond_init(&q->work, NULL);
 	pthread_cond_init(&q->idle, NULL);
 	q->tail = &q->head;
-	sigset_t all, old;
-	sigfillset(&all);
-	/* signals go to the threads that handle them (FUSE's, main), never to these */
-	pthread_sigmask(SIG_BLOCK, &all, &old);
 	int r = 0;
 	for (; q->nth < nthreads && r == 0; q->nth++)
-		r = -pthread_create(&q->th[q->nth], NULL, worker, q);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+		r = phi_thread_start(&q->th[q->nth], worker, q);
 	if (r < 0) {
 		q->nth--; /* the failed one */
 		stop_threads(q);

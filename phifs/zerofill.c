@@ -1,8 +1,8 @@
 /* zerofill.c: written zeros kept ahead of an append-only file's end (zerofill.h). */
 #include "zerofill.h"
+#include "thread.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -94,17 +94,8 @@ int phi_zerofill_start(uint64_t chunk, struct phi_zerofill **ret)
 	}
 	memset(z->zeros, 0, z->chunk);
 	pthread_mutex_init(&z->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&z->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	sigset_t all, old;
-	sigfillset(&all);
-	/* signals belong to the writer's thread (its stop signalfd) */
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	int r = -pthread_create(&z->thread, NULL, filler, z);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	phi_cond_init_mono(&z->cond);
+	int r = phi_thread_start(&z->thread, filler, z);
 	if (r < 0) {
 		pthread_cond_destroy(&z->cond);
 		pthread_mutex_destroy(&z->lock);
