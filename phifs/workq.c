@@ -1,9 +1,9 @@
 /* workq.c: a fixed pool of threads running queued items (workq.h). */
 #include "workq.h"
-#include "thread.h"
 
 #include <pthread.h>
 
+#include "thread.h"
 #include "util.h"
 
 #define WORKQ_MAX 64

@@ -1,11 +1,11 @@
 /* zerofill.c: written zeros kept ahead of an append-only file's end (zerofill.h). */
 #include "zerofill.h"
-#include "thread.h"
 
 #include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "thread.h"
 #include "util.h"
 
 #define ALIGN 4096u          /* O_DIRECT offsets and lengths */
