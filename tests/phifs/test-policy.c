@@ -417,6 +417,14 @@ static void test_identity_cache(void)
 	CHECK_OK(phi_identity_cached(c, geteuid(), getegid(), child, &id));
 	CHECK(!strcmp(id.comm, "phi-before"));
 	CHECK_EQ(id.tgid, child);
+	/* a short-lived cache: entries live at most ttl (a random part of it, so that threads
+	 * cached together do not all expire together) */
+	struct phi_identity_cache *c2;
+	CHECK_OK(phi_identity_cache_new(64, 300000000ull, &c2));
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_OK(phi_identity_cached(c2, geteuid(), getegid(), child, &id));
+	CHECK(!strcmp(id.comm, "phi-before"));
 	/* the child renames itself: the live thread with the same start time is answered from
 	 * the cache within the ttl, a fresh lookup sees the change */
 	CHECK_EQ(write(q[1], "x", 1), 1);
@@ -425,6 +433,16 @@ static void test_identity_cache(void)
 	CHECK(!strcmp(id.comm, "phi-before"));
 	CHECK_OK(phi_identity_cached(NULL, geteuid(), getegid(), child, &id));
 	CHECK(!strcmp(id.comm, "phi-after"));
+	struct timespec until = { .tv_sec = t0.tv_sec, .tv_nsec = t0.tv_nsec + 310000000 };
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
+		;
+	CHECK_OK(phi_identity_cached(c2, geteuid(), getegid(), child, &id));
+	CHECK(!strcmp(id.comm, "phi-after")); /* past ttl: read again */
+	phi_identity_cache_free(c2);
 	/* other credentials than the entry's: not from the cache (and /proc says no) */
 	CHECK_EQ(phi_identity_cached(c, geteuid() + 1, getegid(), child, &id), -EPERM);
 	/* the thread is gone: its cached entry answers nothing */
