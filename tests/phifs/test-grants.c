@@ -430,6 +430,17 @@ static void test_store(void)
 	CHECK(!strcmp(got.id, sv.id));
 	CHECK_EQ(look(gs, 1500, 1500, "p-0043", T0, NULL), PHI_DENY_NONE);
 	CHECK_EQ(look(gs, 1500, 1500, "some-other-patient", T0, NULL), PHI_DENY_NONE);
+	/* patient tags are cached (64 slots): 300 other patients between the lookups of
+	 * p-0043 fill and reuse every slot, and each answer is still its own patient's */
+	for (int i = 0; i < 300; i++) {
+		char other[16];
+		snprintf(other, sizeof(other), "q-%04d", i);
+		CHECK_OK(phi_grants_lookup(gs, 1003, gids, 3, other, T0, &m));
+		CHECK_EQ(m.reason, PHI_DENY_NO_GRANT);
+		CHECK_OK(phi_grants_lookup(gs, 1003, gids, 3, "p-0043", T0, &m));
+		CHECK(m.reason == PHI_DENY_NONE && !strcmp(m.grant.id, gg.id));
+	}
+	CHECK_EQ(phi_grants_lookup(gs, 1003, gids, 3, "../p-0043", T0, &m), -EINVAL);
 
 	/* best of several: service beats provider; an expired grant explains a denial
 	 * better than a revoked one */
