@@ -596,8 +596,10 @@ int phi_identity_cached(struct phi_identity_cache *c, uint32_t uid, uint32_t gid
 	}
 	uint64_t start2;
 	/* the same thread throughout: its start time did not change while we read it */
-	if (r >= 0 && (read_starttime(pid, &start2) < 0 || start2 != start))
-		r = -ESRCH;
+	if (r >= 0) {
+		int r2 = read_starttime(pid, &start2);
+		r = r2 < 0 ? r2 : start2 != start ? -ESRCH : r;
+	}
 	if (r >= 0) {
 		pthread_rwlock_wrlock(&c->lock);
 		if (s->pidfd >= 0) {

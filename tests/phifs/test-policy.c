@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -525,6 +526,41 @@ static void test_identity_cache_many(void)
 	close(gate[0]);
 }
 
+/* Out of descriptors: no identity (EMFILE, so the request is denied), nothing leaked, and
+ * the same lookup works once descriptors are free again. In a child: it lowers its limit. */
+static void test_identity_cache_emfile(void)
+{
+	pid_t child = fork();
+	CHECK(child >= 0);
+	if (child == 0) {
+		struct phi_identity_cache *c;
+		CHECK_OK(phi_identity_cache_new(64, 60ull * 1000000000, &c));
+		struct rlimit old, tight;
+		CHECK_OK(getrlimit(RLIMIT_NOFILE, &old));
+		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free number */
+		CHECK(fd >= 0);
+		close(fd);
+		tight = (struct rlimit){ .rlim_cur = (rlim_t)fd, .rlim_max = old.rlim_max };
+		CHECK_OK(setrlimit(RLIMIT_NOFILE, &tight)); /* no descriptor left */
+		struct phi_identity id;
+		CHECK_EQ(phi_identity_cached(c, geteuid(), getegid(), getpid(), &id), -EMFILE);
+		tight.rlim_cur = (rlim_t)fd + 1; /* one: /proc reads, but no pidfd beside them */
+		CHECK_OK(setrlimit(RLIMIT_NOFILE, &tight));
+		CHECK_EQ(phi_identity_cached(c, geteuid(), getegid(), getpid(), &id), -EMFILE);
+		fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		CHECK(fd >= 0); /* nothing leaked: the one descriptor is still free */
+		close(fd);
+		CHECK_OK(setrlimit(RLIMIT_NOFILE, &old));
+		CHECK_OK(phi_identity_cached(c, geteuid(), getegid(), getpid(), &id));
+		CHECK_EQ(id.pid, getpid());
+		phi_identity_cache_free(c);
+		_exit(0);
+	}
+	int status;
+	CHECK_EQ(waitpid(child, &status, 0), child);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static int rm_fn(const char *p, const struct stat *sb, int type, struct FTW *ftw)
 {
 	(void)sb;
@@ -552,6 +588,7 @@ int main(void)
 		test_identity();
 		test_identity_cache();
 		test_identity_cache_many();
+		test_identity_cache_emfile();
 	}
 	else
 		puts("identity: needs root (setgroups in a child); skipped");
