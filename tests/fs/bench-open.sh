@@ -27,27 +27,11 @@ command -v gocryptfs >/dev/null || { echo "bench-open.sh: gocryptfs missing (apt
 for x in "$PHIFS" "$PHIFS_KEY" "$PHIFS_GRANT" "$AUDITD" "$PHIFS_AUDIT"; do
 	[ -x "$x" ] || { echo "bench-open.sh: $x not built (meson setup $B -Dbuildtype=release)" >&2; exit 2; }
 done
-mkdir -p "$BENCH_DIR"
-TMP=$(mktemp -d "$BENCH_DIR/open.XXXXXX")
-MOUNTS=() AUDITD_PID=
-cleanup() {
-	local m
-	for m in "${MOUNTS[@]}"; do
-		mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
-	done
-	[ -z "$AUDITD_PID" ] || { kill "$AUDITD_PID" 2>/dev/null; wait "$AUDITD_PID" 2>/dev/null || true; }
-	rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-log() { echo "# $*" >&2; }
+. "$HERE/bench-lib.sh"
+bench_start open
 cc -O2 -pthread -o "$TMP/openbench" "$HERE/openbench.c"
 
-# gocryptfs
-mkdir -p "$TMP/gc.cipher" "$TMP/gc.mnt"
-echo pw >"$TMP/gc.pass"
-gocryptfs -init -q -scryptn 10 -passfile "$TMP/gc.pass" "$TMP/gc.cipher" >/dev/null
-gocryptfs -q -passfile "$TMP/gc.pass" "$TMP/gc.cipher" "$TMP/gc.mnt"
-MOUNTS+=("$TMP/gc.mnt")
+mount_gocryptfs gc
 # phifs: one store, mounted twice in turn: plain, and with grants + durable audit
 "$PHIFS_KEY" --store "$TMP/store" --key-file "$TMP/key" init >/dev/null
 "$PHIFS_KEY" --store "$TMP/store" --key-file "$TMP/key" add bench >/dev/null
@@ -57,7 +41,7 @@ mkdir -p "$TMP/ak" "$TMP/alog" "$TMP/aexp" "$TMP/p.mnt"
 "$PHIFS_AUDIT" keygen --out "$TMP/ak" --name phi-audit/bench >/dev/null
 "$AUDITD" --dir "$TMP/alog" --export-dir "$TMP/aexp" --socket "$TMP/audit.sock" \
 	--signing-key "$TMP/ak/phifs-audit-signing-key" 2>"$TMP/auditd.log" &
-AUDITD_PID=$!
+PIDS+=($!)
 for _ in $(seq 200); do [ -S "$TMP/audit.sock" ] && break; sleep 0.05; done
 pmount() { # plain | grants | audit
 	local o=()
@@ -66,7 +50,7 @@ pmount() { # plain | grants | audit
 	"$PHIFS" --key-file "$TMP/key" "${o[@]}" "$TMP/store" "$TMP/p.mnt"
 	MOUNTS+=("$TMP/p.mnt")
 }
-pumount() { fusermount3 -u "$TMP/p.mnt" 2>/dev/null || { sleep 0.5; fusermount3 -u "$TMP/p.mnt"; }; }
+pumount() { fuse_umount "$TMP/p.mnt"; }
 fill() { for i in $(seq 0 $((NFILES - 1))); do head -c 4096 /dev/urandom >"$1/$(printf f%03d "$i")"; done; }
 fill "$TMP/gc.mnt"
 pmount plain
@@ -75,7 +59,6 @@ pumount
 
 declare -A R
 add() { R[$1]="${R[$1]:-} $2"; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END{ if (NR==0) exit; print v[int((NR+1)/2)] }'; }
 cell() { # setup dir threads
 	local out
 	out=$("$TMP/openbench" open "$2" "$NFILES" "$3" "$BENCH_S")

@@ -30,22 +30,9 @@ for x in "$PHIFS" "$PHIFS_KEY"; do
 done
 command -v python3 >/dev/null || { echo "bench-rm.sh: python3 missing" >&2; exit 2; }
 
-mkdir -p "$BENCH_DIR"
-TMP=$(mktemp -d "$BENCH_DIR/rm.XXXXXX")
-MOUNTS=()
-cleanup() {
-	local m
-	for m in "${MOUNTS[@]}"; do
-		mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-log() { echo "# $*" >&2; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END{ if (NR==0) exit; if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/bench-lib.sh"
+bench_start rm
 
 # the mount of each setup (bench.sh's do_mount); sets WORK. phifs: extra arguments after $1.
 do_mount() {
@@ -53,27 +40,10 @@ do_mount() {
 	shift
 	case $s in
 	raw) WORK=$TMP/raw; mkdir -p "$WORK" ;;
-	gocryptfs|gocryptfs-ao)
-		mkdir -p "$TMP/$s.cipher" "$TMP/$s.mnt"
-		echo pw > "$TMP/gocryptfs.pass"
-		[ -e "$TMP/$s.cipher/gocryptfs.conf" ] ||
-			gocryptfs -init -q -scryptn 10 -passfile "$TMP/gocryptfs.pass" "$TMP/$s.cipher" >/dev/null
-		local ao=
-		[ "$s" = gocryptfs-ao ] && ao=-allow_other
-		gocryptfs -q $ao -passfile "$TMP/gocryptfs.pass" "$TMP/$s.cipher" "$TMP/$s.mnt"
-		MOUNTS+=("$TMP/$s.mnt"); WORK=$TMP/$s.mnt ;;
-	phifs|phifs-base)
-		local bin=$PHIFS
-		[ "$s" = phifs-base ] && bin=$PHIFS_BASE
-		mkdir -p "$TMP/$s.store" "$TMP/$s.mnt"
-		if [ ! -e "$TMP/$s.key" ]; then
-			"$PHIFS_KEY" --store "$TMP/$s.store" --key-file "$TMP/$s.key" init >/dev/null
-			"$PHIFS_KEY" --store "$TMP/$s.store" --key-file "$TMP/$s.key" add bench >/dev/null
-		fi
-		"$bin" --key-file "$TMP/$s.key" "${PHIFS_OPTS[@]}" "$@" "$TMP/$s.store" "$TMP/$s.mnt"
-		MOUNTS+=("$TMP/$s.mnt")
-		mkdir -p "$TMP/$s.mnt/bench" 2>/dev/null || [ -d "$TMP/$s.mnt/bench" ]
-		WORK=$TMP/$s.mnt/bench ;;
+	gocryptfs) mount_gocryptfs "$s" ;;
+	gocryptfs-ao) mount_gocryptfs "$s" -allow_other ;;
+	phifs) mount_phifs "$s" "$PHIFS" "${PHIFS_OPTS[@]}" "$@" ;;
+	phifs-base) mount_phifs "$s" "$PHIFS_BASE" "${PHIFS_OPTS[@]}" "$@" ;;
 	esac
 }
 do_umount() {
@@ -81,22 +51,9 @@ do_umount() {
 	[ "$s" = raw ] && return 0
 	m=$TMP/$s.mnt
 	sync
-	fusermount3 -u "$m" 2>/dev/null || { sleep 0.5; fusermount3 -u "$m"; }
+	fuse_umount "$m"
 }
-mktree() { # dir nfiles (bench.sh's small-files step)
-	python3 - "$1" "$2" "$TMP/rand.src" <<'PY'
-import os, sys
-root, n, src = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "rb").read()
-for i in range(n):
-    d = os.path.join(root, "d%03d" % (i // 100))
-    if i % 100 == 0:
-        os.makedirs(d, exist_ok=True)
-    sz = 3000 + (i * 7919) % 2200
-    with open(os.path.join(d, "f%05d" % i), "wb") as f:
-        f.write(src[i * 4096:i * 4096 + sz])
-PY
-}
-head -c $((BENCH_FILES * 4096 + 8192)) /dev/urandom > "$TMP/rand.src"
+mksrc "$BENCH_FILES"
 
 RUN=()
 for s in $SETUPS; do

@@ -30,24 +30,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" = 0 ] || { echo "bench.sh: needs root (drop_caches)" >&2; exit 2; }
 for t in fio cc python3; do command -v "$t" >/dev/null || { echo "bench.sh: missing $t" >&2; exit 2; }; done
 
-mkdir -p "$BENCH_DIR"
-TMP=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
-MOUNTS=()
-cleanup() {
-	local m
-	for m in "${MOUNTS[@]}"; do
-		mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+. "$HERE/bench-lib.sh"
+bench_start run
 
 cc -O2 -o "$TMP/openclose" "$HERE/openclose.c"
-
-log() { echo "# $*" >&2; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 # setup-specific mount / unmount; sets WORK (directory to benchmark in)
 do_mount() {
@@ -58,25 +44,9 @@ do_mount() {
 		mkdir -p "$TMP/bindfs.back" "$TMP/bindfs.mnt"
 		bindfs "$TMP/bindfs.back" "$TMP/bindfs.mnt"
 		MOUNTS+=("$TMP/bindfs.mnt"); WORK=$TMP/bindfs.mnt ;;
-	gocryptfs|gocryptfs-ao)
-		mkdir -p "$TMP/$s.cipher" "$TMP/$s.mnt"
-		echo pw > "$TMP/gocryptfs.pass"
-		[ -e "$TMP/$s.cipher/gocryptfs.conf" ] ||
-			gocryptfs -init -q -scryptn 10 -passfile "$TMP/gocryptfs.pass" "$TMP/$s.cipher" >/dev/null
-		local ao=
-		[ "$s" = gocryptfs-ao ] && ao=-allow_other
-		gocryptfs -q $ao -passfile "$TMP/gocryptfs.pass" "$TMP/$s.cipher" "$TMP/$s.mnt"
-		MOUNTS+=("$TMP/$s.mnt"); WORK=$TMP/$s.mnt ;;
-	phifs)
-		mkdir -p "$TMP/phifs.store" "$TMP/phifs.mnt"
-		if [ ! -e "$TMP/phifs.key" ]; then
-			"$PHIFS_KEY" --store "$TMP/phifs.store" --key-file "$TMP/phifs.key" init >/dev/null
-			"$PHIFS_KEY" --store "$TMP/phifs.store" --key-file "$TMP/phifs.key" add bench >/dev/null
-		fi
-		"$PHIFS" --key-file "$TMP/phifs.key" "$TMP/phifs.store" "$TMP/phifs.mnt"
-		MOUNTS+=("$TMP/phifs.mnt")
-		mkdir -p "$TMP/phifs.mnt/bench" 2>/dev/null || [ -d "$TMP/phifs.mnt/bench" ]
-		WORK=$TMP/phifs.mnt/bench ;;
+	gocryptfs) mount_gocryptfs "$s" ;;
+	gocryptfs-ao) mount_gocryptfs "$s" -allow_other ;;
+	phifs) mount_phifs phifs "$PHIFS" ;;
 	esac
 }
 do_umount() {
@@ -84,7 +54,7 @@ do_umount() {
 	[ "$s" = raw ] && return 0
 	m=$TMP/$s.mnt
 	sync
-	fusermount3 -u "$m" 2>/dev/null || { sleep 0.5; fusermount3 -u "$m"; }
+	fuse_umount "$m"
 }
 cold() { # unmount + drop caches + mount again (raw: just drop caches)
 	local s=$1
@@ -106,7 +76,6 @@ declare -A LABEL=(
 declare -A HIGHER=([seqw]=1 [seqr]=1 [rread]=1 [rwrite]=1)
 
 add() { R[$s.$1]="${R[$s.$1]:-} $2"; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END{ if (NR==0) exit; if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
 
 mbps() { awk -v mb="$1" -v s="$2" 'BEGIN{ if (s<=0) s=0.001; printf "%.0f", mb/s }'; }
 
@@ -139,19 +108,9 @@ bench_one() {
 	rm -rf "$WORK/fio"
 	log "$s: fio done"
 	# small files
-	head -c $((BENCH_FILES * 4096 + 8192)) /dev/urandom > "$TMP/rand.src"
+	mksrc "$BENCH_FILES"
 	t=$(now)
-	python3 - "$WORK/tree" "$BENCH_FILES" "$TMP/rand.src" <<'PY'
-import os, sys
-root, n, src = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "rb").read()
-for i in range(n):
-    d = os.path.join(root, "d%03d" % (i // 100))
-    if i % 100 == 0:
-        os.makedirs(d, exist_ok=True)
-    sz = 3000 + (i * 7919) % 2200
-    with open(os.path.join(d, "f%05d" % i), "wb") as f:
-        f.write(src[i * 4096:i * 4096 + sz])
-PY
+	mktree "$WORK/tree" "$BENCH_FILES"
 	sync
 	add create $(elapsed "$t")
 	cold "$s"
