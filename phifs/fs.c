@@ -121,7 +121,7 @@ struct phifs {
 	struct node *table[NBUCKETS];
 	struct patient *patients;
 	struct timespec mounted;
-	time_t grants_checked; /* monotonic second of the last grants refresh (under lock) */
+	time_t grants_checked; /* monotonic second of the last grants refresh (atomic) */
 	/* grants this mount has recorded as expired (grant-expire, once per grant and mount);
 	 * a ring: past EXPIRED_SEEN_MAX grants an old one may be recorded again (under lock) */
 	char expired_seen[EXPIRED_SEEN_MAX][PHI_GRANT_ID_LEN + 1];
@@ -737,13 +737,9 @@ static int gate_decide(fuse_req_t req, struct phifs *fs, const struct access *a,
 	snprintf(d.principal, sizeof(d.principal), "uid:%u", (unsigned)ctx->uid);
 	if (fs->opts.grants) {
 		time_t now = mono_s();
-		bool refresh = false;
-		pthread_mutex_lock(&fs->lock);
-		if (fs->grants_checked != now) {
-			fs->grants_checked = now;
-			refresh = true;
-		}
-		pthread_mutex_unlock(&fs->lock);
+		/* the first gate of each second refreshes (not fs->lock: every request takes it) */
+		bool refresh = __atomic_load_n(&fs->grants_checked, __ATOMIC_RELAXED) != now &&
+			       __atomic_exchange_n(&fs->grants_checked, now, __ATOMIC_RELAXED) != now;
 		/* grant changes reach a running mount within a second */
 		if (refresh)
 			(void)phi_grants_refresh(fs->opts.grants);

@@ -101,6 +101,35 @@ static void test_record(void)
 	CHECK_EQ(phi_audit_encode_event(&r.ev, &b), -EINVAL);
 }
 
+/* The encoder's integers and string runs at their edges: a nonzero errno, the largest ids,
+ * grant_exp alone in "why", bytes that stay as they are (0x7f, UTF-8) between escaped
+ * ones, and a round trip through the parser. */
+static void test_event_edges(void)
+{
+	static const char want[] =
+		"{\"v\":1,\"event\":\"deny\",\"action\":\"R\",\"outcome\":4,\"errno\":13,"
+		"\"actor\":{\"uid\":4294967295,\"gid\":0,\"pid\":2147483647,\"exe\":\"/usr/bin/x\"},"
+		"\"why\":{\"grant_exp\":9223372036854775807},"
+		"\"detail\":\"\\u001f\x7f\xc3\xa9\\\\\\\"z\\t\"}";
+	struct phi_audit_event e = { .event = PHI_AE_DENY, .action = 'R', .outcome = 4, .err = 13 };
+	e.actor.uid = 4294967295u;
+	e.actor.pid = 2147483647;
+	strcpy(e.actor.exe, "/usr/bin/x");
+	e.why.grant_exp_ns = INT64_MAX;
+	strcpy(e.detail, "\x1f\x7f\xc3\xa9\\\"z\t");
+	struct phi_buf b _cleanup_buf_;
+	phi_buf_init(&b, PHI_AUDIT_RECORD_MAX);
+	CHECK_OK(phi_audit_encode_event(&e, &b));
+	CHECK_EQ(b.len, strlen(want));
+	CHECK_MEM(b.p, want, b.len);
+	struct phi_audit_event back;
+	CHECK_OK(phi_audit_parse_event(b.p, b.len, &back));
+	CHECK_EQ(back.err, 13);
+	CHECK_EQ(back.actor.uid, 4294967295u);
+	CHECK_EQ(back.why.grant_exp_ns, INT64_MAX);
+	CHECK(!strcmp(back.detail, e.detail));
+}
+
 static void test_reject(void)
 {
 	static const char *const bad[] = {
@@ -294,6 +323,7 @@ int main(void)
 {
 	CHECK_OK(phi_crypto_init());
 	test_record();
+	test_event_edges();
 	test_reject();
 	test_frames();
 	test_keys_and_notes();
