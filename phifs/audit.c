@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #define CHAIN_LABEL "phi-audit/v1/chain"
@@ -741,28 +742,49 @@ int phi_audit_frame_put(struct phi_buf *out, const void *p, size_t len)
 	return 0;
 }
 
+/* SHA-256 of the concatenated parts. OpenSSL's uses the CPU's SHA extensions: 0.55 us for a
+ * 500-byte record against libsodium's 1.49 us, and the writer hashes every record twice
+ * (leaf and chain), as verify does. If OpenSSL fails (no memory), libsodium gives the
+ * same digest. */
+struct part {
+	const void *p;
+	size_t len;
+};
+
+static void sha256_parts(const struct part *v, size_t n, uint8_t out[PHI_AUDIT_HASH_LEN])
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = EVP_DigestUpdate(c, v[i].p, v[i].len) == 1;
+	unsigned int len = 0;
+	ok = ok && EVP_DigestFinal_ex(c, out, &len) == 1 && len == PHI_AUDIT_HASH_LEN;
+	EVP_MD_CTX_free(c);
+	if (ok)
+		return;
+	crypto_hash_sha256_state st;
+	crypto_hash_sha256_init(&st);
+	for (size_t i = 0; i < n; i++)
+		crypto_hash_sha256_update(&st, v[i].p, v[i].len);
+	crypto_hash_sha256_final(&st, out);
+}
+
 void phi_audit_leaf(const uint8_t *rec, size_t len, uint8_t out[PHI_AUDIT_HASH_LEN])
 {
-	crypto_hash_sha256_state st;
 	static const uint8_t zero = 0;
-	crypto_hash_sha256_init(&st);
-	crypto_hash_sha256_update(&st, &zero, 1);
-	crypto_hash_sha256_update(&st, rec, len);
-	crypto_hash_sha256_final(&st, out);
+	sha256_parts((const struct part[]){ { &zero, 1 }, { rec, len } }, 2, out);
 }
 
 void phi_audit_chain(const uint8_t prev[PHI_AUDIT_HASH_LEN], uint64_t seq,
 		     const uint8_t leaf[PHI_AUDIT_HASH_LEN], uint8_t out[PHI_AUDIT_HASH_LEN])
 {
-	crypto_hash_sha256_state st;
 	uint8_t s[8];
 	phi_put_u64be(s, seq);
-	crypto_hash_sha256_init(&st);
-	crypto_hash_sha256_update(&st, (const uint8_t *)CHAIN_LABEL, strlen(CHAIN_LABEL));
-	crypto_hash_sha256_update(&st, prev, PHI_AUDIT_HASH_LEN);
-	crypto_hash_sha256_update(&st, s, 8);
-	crypto_hash_sha256_update(&st, leaf, PHI_AUDIT_HASH_LEN);
-	crypto_hash_sha256_final(&st, out);
+	sha256_parts((const struct part[]){ { CHAIN_LABEL, strlen(CHAIN_LABEL) },
+					    { prev, PHI_AUDIT_HASH_LEN },
+					    { s, 8 },
+					    { leaf, PHI_AUDIT_HASH_LEN } },
+		     4, out);
 }
 
 /* ---- segment header ---- */
