@@ -1,10 +1,26 @@
 /* Unit test of phifs/audit.c: golden vectors (computed independently with Python hashlib and
  * cryptography's Ed25519) for the record, leaf and chain hashes, key texts and a checkpoint
  * note; strict parser rejections; framing; pseudonyms. */
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "phifs/audit.h"
 #include "test.h"
+
+/* The leaf and chain hashes go through OpenSSL and fall back to libsodium when OpenSSL
+ * cannot allocate a digest context. The link wraps EVP_MD_CTX_new (-Wl,--wrap, see
+ * meson.build) so that test_sha256_fallback can make it fail; a static flag because the
+ * wrapper is called from inside the library and takes no argument. */
+EVP_MD_CTX *__real_EVP_MD_CTX_new(void);
+EVP_MD_CTX *__wrap_EVP_MD_CTX_new(void);
+static int md_ctx_new_fails;
+static unsigned md_ctx_new_calls;
+
+EVP_MD_CTX *__wrap_EVP_MD_CTX_new(void)
+{
+	md_ctx_new_calls++;
+	return md_ctx_new_fails ? NULL : __real_EVP_MD_CTX_new();
+}
 
 static const char GOLDEN_REC[] =
 	"{\"v\":1,\"seq\":7,\"ts\":1700000000123456789,\"mono_ns\":42,"
@@ -319,10 +335,34 @@ static void test_pseudonyms(void)
 	phi_key_free(master);
 }
 
+/* Without an OpenSSL digest context the same leaf and head come out (libsodium's SHA-256),
+ * and the OpenSSL path is the one taken otherwise. */
+static void test_sha256_fallback(void)
+{
+	uint8_t leaf[32], head[32], prev[32];
+	char h[65];
+	memset(prev, 0x11, 32);
+	for (int fails = 0; fails <= 1; fails++) {
+		md_ctx_new_fails = fails;
+		md_ctx_new_calls = 0;
+		memset(leaf, 0, sizeof(leaf));
+		memset(head, 0, sizeof(head));
+		phi_audit_leaf((const uint8_t *)GOLDEN_REC, strlen(GOLDEN_REC), leaf);
+		phi_audit_chain(prev, 7, leaf, head);
+		CHECK_EQ(md_ctx_new_calls, 2);
+		hex(leaf, 32, h);
+		CHECK(strcmp(h, GOLDEN_LEAF) == 0);
+		hex(head, 32, h);
+		CHECK(strcmp(h, GOLDEN_HEAD) == 0);
+	}
+	md_ctx_new_fails = 0;
+}
+
 int main(void)
 {
 	CHECK_OK(phi_crypto_init());
 	test_record();
+	test_sha256_fallback();
 	test_event_edges();
 	test_reject();
 	test_frames();
